@@ -1,0 +1,35 @@
+"""jaxsal: pixel attribution for JAX, every method a pure function transform.
+
+Every method is a factory ``method(f, **hyper) -> attr`` with
+``attr(x, target=None, *, key=None) -> attributions``. See ``jaxsal._src.contract``.
+"""
+
+from jaxsal._src.contract import Attribution
+from jaxsal._src.gradients import deconvnet, grad_x_input, guided_backprop, vanilla_grad
+from jaxsal._src.path import Completeness, completeness_gap, integrated_gradients, quadrature
+from jaxsal._src.registry import Method, get_method, methods
+from jaxsal._src.relu_rules import relu_with_rule, with_relu_rule
+from jaxsal._src.smoothing import noise_sigma, smoothgrad, smoothgrad_sq, vargrad
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "Attribution",
+    "Completeness",
+    "Method",
+    "completeness_gap",
+    "deconvnet",
+    "get_method",
+    "grad_x_input",
+    "guided_backprop",
+    "integrated_gradients",
+    "methods",
+    "noise_sigma",
+    "quadrature",
+    "relu_with_rule",
+    "smoothgrad",
+    "smoothgrad_sq",
+    "vanilla_grad",
+    "vargrad",
+    "with_relu_rule",
+]
