@@ -113,6 +113,13 @@ def check_scores(scores: Any, batch: int, name: str = "f") -> None:
         raise TypeError(f"{name} must return floating scores; got dtype {scores.dtype}.")
 
 
+def check_model(f: Callable, x: Array, name: str = "f") -> int:
+    """Check, by abstract evaluation only, that ``f(x)`` is ``(B, C)``; return ``C``."""
+    out = jax.eval_shape(f, jax.ShapeDtypeStruct(x.shape, x.dtype))
+    check_scores(out, x.shape[0], name)
+    return out.shape[1]
+
+
 def check_positive_int(value: Any, name: str, minimum: int = 1) -> int:
     if isinstance(value, bool) or not isinstance(value, (int, np.integer)):
         raise TypeError(f"{name} must be an int >= {minimum}; got {value!r}.")
@@ -165,7 +172,7 @@ def check_target(target: Any, batch: int, num_classes: int) -> None:
         bad = (t < 0) | (t >= num_classes)
         if bad.any():
             raise ValueError(
-                f"target has out-of-range class indices {np.unique(t[bad]).tolist()[:5]} for "
+                f"target has class indices {np.unique(t[bad]).tolist()[:5]} out of range for "
                 f"{num_classes} classes; use 0 <= target < {num_classes}."
             )
 
@@ -200,6 +207,8 @@ def select(scores: Array, target: Target) -> Array:
 
 def target_cotangent(scores: Array, target: Target) -> Array:
     """``d sum_b select(scores, target)_b / d scores``: the seed's "set all other classes to zero"."""
+    if target is not None and not callable(target):
+        check_target(target, *scores.shape)  # before tracing, so errors carry no JAX frames
     _, pullback = jax.vjp(lambda s: select(s, target), scores)
     (cot,) = pullback(jnp.ones(scores.shape[:1], scores.dtype))
     return cot

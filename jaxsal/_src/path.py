@@ -119,7 +119,10 @@ def integrated_gradients(
 
     def attr(x, target=None, *, key=None):
         x = contract.check_input(x)
+        num_classes = contract.check_model(f, x)
         base = _baseline(baseline, x)
+        if target is not None and not callable(target):
+            contract.check_target(target, x.shape[0], num_classes)
         target = contract.resolve_target(f, x, target)
         b = x.shape[0]
         alphas = jnp.asarray(quad.alphas, x.dtype)
@@ -131,7 +134,6 @@ def integrated_gradients(
         row_example = jnp.tile(jnp.arange(b), steps)
         row_target = target
         if target is not None and not callable(target):
-            contract.check_target(target, b, _num_classes(f, x))
             row_target = jnp.tile(jnp.broadcast_to(jnp.asarray(target), (b,)), steps)
         delta = x - base
 
@@ -165,10 +167,6 @@ def integrated_gradients(
 
 def _expand(v: Array, ndim: int) -> Array:
     return v.reshape(v.shape + (1,) * (ndim - 1))
-
-
-def _num_classes(f: Callable, x: Array) -> int:
-    return jax.eval_shape(f, jax.ShapeDtypeStruct(x.shape, x.dtype)).shape[-1]
 
 
 class Completeness(NamedTuple):

