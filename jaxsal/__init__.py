@@ -4,17 +4,42 @@ Every method is a factory ``method(f, **hyper) -> attr`` with
 ``attr(x, target=None, *, key=None) -> attributions``. See ``jaxsal._src.contract``.
 """
 
+from jaxsal import flax
+from jaxsal._src.cam import (
+    eigen_cam,
+    grad_cam,
+    grad_cam_pp,
+    guided_grad_cam,
+    hires_cam,
+    layer_cam,
+    score_cam,
+    xgrad_cam,
+)
 from jaxsal._src.contract import Attribution
 from jaxsal._src.gradients import deconvnet, grad_x_input, guided_backprop, vanilla_grad
 from jaxsal._src.path import Completeness, completeness_gap, integrated_gradients, quadrature
+from jaxsal._src.probe import Probe, probe
 from jaxsal._src.registry import Method, get_method, methods
 from jaxsal._src.relu_rules import relu_with_rule, with_relu_rule
+from jaxsal._src.resize import upsample
 from jaxsal._src.smoothing import noise_sigma, smoothgrad, smoothgrad_sq, vargrad
 
 __version__ = "0.1.0"
 
 __all__ = [
     "Attribution",
+    "Probe",
+    "eigen_cam",
+    "flax",
+    "grad_cam",
+    "grad_cam_pp",
+    "guided_grad_cam",
+    "hires_cam",
+    "layer_cam",
+    "probe",
+    "score_cam",
+    "upsample",
+    "xgrad_cam",
     "Completeness",
     "Method",
     "completeness_gap",

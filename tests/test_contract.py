@@ -12,9 +12,9 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
+from conftest import build, tol
 
 import jaxsal
-from conftest import build, tol
 
 METHODS = list(jaxsal.methods().values())
 IDS = [m.name for m in METHODS]

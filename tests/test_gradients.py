@@ -9,11 +9,11 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
+from conftest import NNXCNN, SmallCNN
 from flax import nnx
 from jax import lax
 
 import jaxsal
-from conftest import NNXCNN, SmallCNN
 
 # ----------------------------------------------------------------------------- seed 7.2.1 / 7.2.2
 

@@ -7,11 +7,10 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
+from conftest import SmallCNN
 
 import jaxsal
-from conftest import SmallCNN
 from jaxsal._src.path import RULES
-
 
 # ----------------------------------------------------------------------------- rules
 
