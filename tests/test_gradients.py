@@ -232,3 +232,34 @@ def test_integer_max_is_not_a_relu():
     with pytest.warns(UserWarning, match="no ReLU found"):
         out = jaxsal.guided_backprop(f)(jnp.array([[1.0, -2.0, 3.0]]), 0)
     np.testing.assert_allclose(out, [[4.0, 2.0, 0.0]])
+
+
+@pytest.mark.parametrize("rule", ["deconvnet", "guided"])
+def test_custom_vjp_containing_a_relu_is_re_evaluated_with_the_rule(rule):
+    @jax.custom_vjp
+    def block(v):
+        return jax.nn.relu(v) * 2.0
+
+    block.defvjp(lambda v: (block(v), v), lambda v, g: (g * 100.0,))  # a custom rule the ReLU rule replaces
+    f = lambda x: jnp.sum(block(x[0] - 0.3) * jnp.array([1.0, -1.0, 2.0]))[None, None]  # noqa: E731
+    twin_relu = _twin_relu(rule)
+    twin = lambda x: jnp.sum(twin_relu(x[0] - 0.3) * 2.0 * jnp.array([1.0, -1.0, 2.0]))[None, None]  # noqa: E731
+    x = jnp.array([[1.0, 2.0, -1.0]])
+    np.testing.assert_allclose(METHOD_OF_RULE[rule](f)(x, 0), jaxsal.vanilla_grad(twin)(x, 0), rtol=1e-6)
+
+
+def test_readme_jit_pattern_takes_variables_as_an_argument(cnn):
+    traces = []
+
+    @jax.jit
+    def explain(variables, x, y):
+        traces.append(1)
+        return jaxsal.guided_backprop(lambda v: cnn.module.apply(variables, v))(x, y)
+
+    y = jnp.array([0, 1, 2])
+    a = explain(cnn.variables, cnn.x, y)
+    scaled = jax.tree_util.tree_map(lambda p: p * 1.5, cnn.variables)
+    b = explain(scaled, cnn.x, y)
+    assert len(traces) == 1
+    assert not np.allclose(a, b), "new variables must change the result (they are not baked in)"
+    np.testing.assert_allclose(b, jaxsal.guided_backprop(lambda v: cnn.module.apply(scaled, v))(cnn.x, y), rtol=1e-5, atol=1e-7)

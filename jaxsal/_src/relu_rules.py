@@ -278,7 +278,7 @@ def _eval_higher_order(eqn, invals, rule, in_values):
     name = eqn.primitive.name
     params = dict(eqn.params)
     if name in _INLINE:
-        body = params.get("call_jaxpr", params.get("jaxpr"))
+        body = params.get("call_jaxpr", params.get("jaxpr", params.get("fun_jaxpr")))
         if isinstance(body, jcore.ClosedJaxpr):
             return eval_with_rule(body.jaxpr, body.consts, *invals, rule=rule, in_values=in_values)
         return eval_with_rule(body, (), *invals, rule=rule, in_values=in_values)
