@@ -24,7 +24,6 @@ import dataclasses
 import functools
 import inspect
 import os
-import re
 import sys
 import time
 from collections.abc import Callable, Mapping, Sequence
@@ -211,33 +210,10 @@ def _label(labels: Sequence[str], idx: int) -> str:
 # ----------------------------------------------------------------------------- methods
 
 
-_UNEXPECTED = re.compile(r"unexpected keyword argument '(\w+)'")
-
-
 def _accepted(method, model: Any, hyper: Mapping[str, Any]) -> dict[str, Any]:
-    """The entries of ``hyper`` that ``method``'s factory accepts.
-
-    Named parameters are read from the factory's signature. A factory that takes
-    ``**hyper`` (e.g. a wrapper around another factory) is built once with every
-    candidate, dropping the ones it reports as unexpected; factories are cheap, they
-    do not evaluate the model.
-    """
-    kw = {k: v for k, v in hyper.items() if v is not None}
-    try:
-        params = inspect.signature(method.factory).parameters
-    except (TypeError, ValueError):  # pragma: no cover - builtins
-        params = {}
-    if not any(p.kind is inspect.Parameter.VAR_KEYWORD for p in params.values()):
-        return {k: v for k, v in kw.items() if k in params}
-    while True:
-        try:
-            method.build(model, **kw)
-            return kw
-        except TypeError as e:
-            m = _UNEXPECTED.search(str(e))
-            if m is None or m.group(1) not in kw:
-                raise
-            del kw[m.group(1)]
+    """The entries of ``hyper`` that ``method``'s factory names in its signature."""
+    params = inspect.signature(method.factory).parameters
+    return {k: v for k, v in hyper.items() if v is not None and k in params}
 
 
 def _batch_size(method, rows: int, batch: int) -> int | None:

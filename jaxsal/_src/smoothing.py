@@ -190,9 +190,12 @@ vargrad.__doc__ = (
 
 
 def _wrap_vanilla(wrapper):
-    def factory(f, **hyper):
-        return wrapper(vanilla_grad(f), **hyper)
+    """Registry factory: ``wrapper`` around Vanilla Gradient, with the wrapper's signature."""
 
+    def factory(f, *, n: int = 50, noise_level: float = 0.15, batch_size: int | None = None):
+        return wrapper(vanilla_grad(f), n=n, noise_level=noise_level, batch_size=batch_size)
+
+    factory.__doc__ = wrapper.__doc__
     return factory
 
 
