@@ -4,7 +4,7 @@ Every method is a factory ``method(f, **hyper) -> attr`` with
 ``attr(x, target=None, *, key=None) -> attributions``. See ``jaxsal._src.contract``.
 """
 
-from jaxsal import flax
+from jaxsal import flax, metrics
 from jaxsal._src.cam import (
     eigen_cam,
     grad_cam,
@@ -49,6 +49,7 @@ __all__ = [
     "guided_backprop",
     "integrated_gradients",
     "methods",
+    "metrics",
     "noise_sigma",
     "quadrature",
     "relu_with_rule",

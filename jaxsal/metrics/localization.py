@@ -1,0 +1,116 @@
+"""Localisation against ground truth: pointing game, relevance mass and rank accuracy.
+
+These compare a map with a known object mask (e.g. :func:`jaxsal.metrics.synthetic_shapes`).
+
+* Pointing game (Zhang, Bargal, Lin, Brandt, Shen & Sclaroff, 2018, "Top-down Neural
+  Attention by Excitation Backprop", IJCV, https://arxiv.org/abs/1608.00507): a hit
+  when the map's maximum falls on the object, optionally within a tolerance.
+* Relevance mass accuracy and relevance rank accuracy (Arras, Osman & Samek, 2022,
+  "CLEVR-XAI: A benchmark dataset for the ground truth evaluation of neural network
+  explanations", Information Fusion 81, https://arxiv.org/abs/2003.07258, Sec. 4.2).
+
+Protocol choices: input-shaped maps ``(B, H, W, C)`` are reduced to one value per
+pixel by the **signed sum over channels** (pass ``(B, H, W)`` maps to choose your own
+reduction, e.g. ``jaxsal.metrics.reduce_channels(m, "abs")``); masks are ``(B, H, W)``
+booleans. Every function is pure JAX and jittable (the empty-mask check is skipped
+under ``jit``).
+"""
+
+from __future__ import annotations
+
+from typing import Any, NamedTuple
+
+import jax
+import jax.numpy as jnp
+
+from jaxsal.metrics._common import check_mask, reduce_channels
+
+Array = jax.Array
+
+
+class PointingGame(NamedTuple):
+    """Per-example hits and the mean hit rate.
+
+    Attributes:
+      hits: ``(B,)`` bool, whether the maximum lies on (or within ``tolerance`` of) the mask.
+      points: ``(B, 2)`` int, the ``(row, col)`` of each map's maximum.
+      accuracy: scalar, the fraction of hits.
+    """
+
+    hits: Array
+    points: Array
+    accuracy: Array
+
+
+class Localization(NamedTuple):
+    """Per-example scores and their batch mean."""
+
+    per_example: Array
+    mean: Array
+
+
+def _dilate(mask: Array, radius: int) -> Array:
+    """Dilate ``(B, H, W)`` masks with a Euclidean disk of ``radius`` pixels."""
+    if radius <= 0:
+        return mask
+    t = jnp.arange(-radius, radius + 1)
+    disk = ((t[:, None] ** 2 + t[None, :] ** 2) <= radius**2).astype(jnp.float32)
+    out = jax.lax.conv_general_dilated(mask[:, None].astype(jnp.float32), disk[None, None], (1, 1), "SAME")
+    return out[:, 0] > 0
+
+
+def pointing_game(maps: Any, mask: Any, *, tolerance: int = 0) -> PointingGame:
+    """The pointing game (Zhang et al., 2018).
+
+    The map's maximum (after the channel reduction described in the module docstring)
+    is a hit when it lies inside ``mask`` dilated by a disk of ``tolerance`` pixels
+    (Zhang et al. use 15 pixels at 224x224; the default 0 means "on the object").
+    Ties for the maximum: the first in row-major order.
+    """
+    maps = reduce_channels(maps, "sum")
+    mask = check_mask(mask, maps.shape)
+    if tolerance < 0:
+        raise ValueError(f"tolerance must be >= 0 pixels; got {tolerance}.")
+    b, h, w = maps.shape
+    idx = jnp.argmax(maps.reshape(b, -1), axis=1)
+    rows, cols = idx // w, idx % w
+    grown = _dilate(mask, int(tolerance))
+    hits = grown.reshape(b, -1)[jnp.arange(b), idx]
+    return PointingGame(hits, jnp.stack([rows, cols], 1), hits.mean())
+
+
+def relevance_mass_accuracy(maps: Any, mask: Any) -> Localization:
+    """Relevance mass accuracy (Arras et al., 2022, Eq. 4).
+
+    .. math:: \\mathrm{RMA} = \\frac{\\sum_{p \\in \\mathrm{GT}} R_p^+}{\\sum_p R_p^+}
+
+    the share of the map's positive relevance ``R^+ = max(R, 0)`` that falls inside the
+    ground-truth mask (in ``[0, 1]``; 1 = all positive evidence on the object). A map
+    without positive relevance scores 0.
+    """
+    maps = reduce_channels(maps, "sum")
+    mask = check_mask(mask, maps.shape)
+    pos = jnp.maximum(maps, 0)
+    inside = (pos * mask).sum((1, 2))
+    total = pos.sum((1, 2))
+    per = jnp.where(total > 0, inside / jnp.where(total > 0, total, 1.0), 0.0)
+    return Localization(per, per.mean())
+
+
+def relevance_rank_accuracy(maps: Any, mask: Any) -> Localization:
+    """Relevance rank accuracy (Arras et al., 2022, Eq. 5).
+
+    With ``K = |GT|`` the mask size, the fraction of the ``K`` highest-relevance pixels
+    that lie inside the mask (in ``[0, 1]``). Ties at the threshold are broken by
+    row-major pixel index.
+    """
+    maps = reduce_channels(maps, "sum")
+    mask = check_mask(mask, maps.shape)
+    b = maps.shape[0]
+    flat = maps.reshape(b, -1)
+    order = jnp.argsort(-flat, axis=1, stable=True)
+    rank = jnp.argsort(order, axis=1)
+    k = mask.reshape(b, -1).sum(1)
+    top = rank < k[:, None]
+    per = (top & mask.reshape(b, -1)).sum(1) / k
+    return Localization(per, per.mean())
