@@ -61,14 +61,16 @@ SMALL = ["--smoothgrad-n", "2", "--ig-steps", "2", "--dpi", str(DPI), "--seed", 
 
 @pytest.mark.slow
 def test_demo_on_bundled_photos_writes_the_grid_and_prints_the_tables(tmp_path, capsys, captured_runs):
-    """`jaxsal demo` with every default method on two bundled photos (small n / steps)."""
+    """`jaxsal demo` with every default method on all bundled photos (small n / steps)."""
     out = tmp_path / "grid.png"
-    assert cli.main(["demo", "--samples", "coffee,chelsea", "--out", str(out), *SMALL]) == 0
+    assert cli.main(["demo", "--out", str(out), *SMALL]) == 0
 
     (res,) = captured_runs
     methods = [m for m in demo.DEFAULT_METHODS if m in registry.methods()]
     assert set(methods) == set(demo.DEFAULT_METHODS), "a default method is not registered"
-    rows, cols = 2, 1 + len(methods)
+    names = [p.image for p in res.predictions]
+    assert names == ["chelsea", "coffee", "astronaut", "rocket", "grace_hopper"]
+    rows, cols = len(names), 1 + len(methods)
     titles = [registry.get_method(m).title for m in methods]
     # The written PNG: rows x cols square cells of 2 inches at DPI.
     img = matplotlib.image.imread(out)
@@ -78,17 +80,21 @@ def test_demo_on_bundled_photos_writes_the_grid_and_prints_the_tables(tmp_path, 
     assert len(res.figure.axes) == rows * cols
     assert [a.get_title() for a in res.figure.axes[1:cols]] == titles
     assert [res.figure.axes[r * cols].get_title() for r in range(rows)] == res.row_labels
-    assert res.row_labels[0].startswith("espresso p=")
-    assert res.predictions[1].label in {"tiger cat", "tabby", "Egyptian cat"}
+    by_name = {p.image: p for p in res.predictions}
+    assert by_name["coffee"].label == "espresso"
+    assert res.row_labels[names.index("coffee")].startswith("espresso p=")
+    assert by_name["chelsea"].label in {"tiger cat", "tabby", "Egyptian cat"}
     # Maps: input-shaped for pixel methods, layer resolution (7 x 7) for Grad-CAM.
     for m in methods:
         meth = registry.get_method(m)
-        shape = (2, 7, 7) if meth.output == "layer" else (2, 224, 224, 3)
+        shape = (rows, 7, 7) if meth.output == "layer" else (rows, 224, 224, 3)
         assert res.maps[meth.title].shape == shape, m
         assert np.isfinite(res.maps[meth.title]).all(), m
 
     stdout = capsys.readouterr().out
-    assert "coffee" in stdout and "chelsea" in stdout and "espresso" in stdout
+    for name in names:
+        assert name in stdout
+    assert "espresso" in stdout
     assert "compile s" in stdout and "run s" in stdout
     for t in titles:
         assert t in stdout
