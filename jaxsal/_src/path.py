@@ -145,12 +145,16 @@ def integrated_gradients(
             return pullback(cot)[0]
 
         chunk = rows if batch_size is None else min(batch_size, rows)
+        if chunk > b:  # whole steps per chunk avoid a scatter-add (every chunk start is then a multiple of B)
+            chunk -= chunk % b
         n_full, rest = divmod(rows, chunk)
 
         def chunk_sum(start, size, acc):
             sl = lambda a: jax.lax.dynamic_slice_in_dim(a, start, size)  # noqa: E731
             tgt = row_target if (row_target is None or callable(row_target)) else sl(row_target)
             g = weighted_grad(sl(row_alpha), sl(row_weight), sl(row_example), tgt)
+            if size % b == 0:  # whole path steps: rows are examples 0..B-1, repeated
+                return acc + g.reshape((size // b,) + x.shape).sum(axis=0)
             return acc.at[sl(row_example)].add(g)
 
         acc = jnp.zeros_like(x)
