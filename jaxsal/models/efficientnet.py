@@ -154,6 +154,23 @@ class DepthwiseConv(nn.Module):
         return out
 
 
+class PointwiseConv(nn.Module):
+    """1 x 1 convolution (no bias) as a matrix product over the channel axis.
+
+    The same function and the same ``kernel`` parameter, shape ``(1, 1, C_in, C_out)``,
+    as ``nn.Conv(C_out, (1, 1), use_bias=False)``; XLA's CPU backend runs it as a dot
+    several times faster than as a convolution (about 7x for its gradient at
+    56 x 56 x 144 -> 24 on 2 cores).
+    """
+
+    features: int
+
+    @nn.compact
+    def __call__(self, x: jax.Array) -> jax.Array:
+        w = self.param("kernel", nn.initializers.lecun_normal(), (1, 1, x.shape[-1], self.features), jnp.float32)
+        return jnp.einsum("bhwc,cd->bhwd", x, w[0, 0].astype(x.dtype))
+
+
 class ConvBN(nn.Module):
     """Conv (no bias, TF "SAME" padding) + BatchNorm (inference) + optional ReLU6.
 
@@ -171,6 +188,8 @@ class ConvBN(nn.Module):
     def __call__(self, x: jax.Array) -> jax.Array:
         if self.groups > 1 and self.groups == self.features:
             x = DepthwiseConv(self.features, self.kernel, self.stride, name="conv")(x)
+        elif self.kernel == 1 and self.stride == 1 and self.groups == 1:
+            x = PointwiseConv(self.features, name="conv")(x)
         else:
             x = nn.Conv(
                 self.features,
