@@ -201,12 +201,7 @@ def deletion(
     ``steps + 1`` points from the clean image (fraction 0) to the fully removed one
     (fraction 1). See the module docstring for ranking, channel and AUC choices.
     """
-    steps = check_fraction_grid(steps)
-    x, target, pix = _setup(f, x, attribution, target, key)
-    n = x.shape[1] * x.shape[2]
-    counts = [(k * n) // steps for k in range(steps + 1)]
-    base = make_baseline(x, baseline, blur_sigma)
-    return _curve(_score_fn(f, target, score), x, base, _ranks(pix), counts, n)
+    return _most_relevant_first(f, x, attribution, target, steps, baseline, blur_sigma, score, key, insert=False)
 
 
 def insertion(
@@ -228,12 +223,18 @@ def insertion(
     restores the ``floor(k N / steps)`` most relevant pixels of ``x``. ``steps + 1``
     points, fraction 0 (baseline) to 1 (clean image).
     """
+    return _most_relevant_first(f, x, attribution, target, steps, baseline, blur_sigma, score, key, insert=True)
+
+
+def _most_relevant_first(f, x, attribution, target, steps, baseline, blur_sigma, score, key, *, insert: bool):
+    """Deletion (``x`` -> baseline) or insertion (baseline -> ``x``), most relevant pixels first."""
     steps = check_fraction_grid(steps)
     x, target, pix = _setup(f, x, attribution, target, key)
     n = x.shape[1] * x.shape[2]
     counts = [(k * n) // steps for k in range(steps + 1)]
     base = make_baseline(x, baseline, blur_sigma)
-    return _curve(_score_fn(f, target, score), base, x, _ranks(pix), counts, n)
+    start, end = (base, x) if insert else (x, base)
+    return _curve(_score_fn(f, target, score), start, end, _ranks(pix), counts, n)
 
 
 # ----------------------------------------------------------------------------- ROAD
