@@ -75,7 +75,7 @@ def test_sanity_figure_writes(tmp_path):
 
         return attr
 
-    r = model_parameter_randomization(make, v, x, 0, key=jax.random.key(0), hog=False)
+    r = model_parameter_randomization(make, v, x, 0, key=jax.random.key(0), module=model, hog=False)
     out = tmp_path / "s.png"
     _cli.write_sanity_figure({"grad": r, "grad2": r}, np.asarray(x), str(out))
     assert out.exists() and (tmp_path / "s-curves.png").exists()

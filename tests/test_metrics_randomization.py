@@ -1,5 +1,6 @@
 """Model-parameter and data randomisation tests, the synthetic set and its CNN."""
 
+import flax.linen as nn
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -77,7 +78,7 @@ def test_layer_names_order_and_depth(setup):
 
 def test_randomize_layers_touches_only_named_layers(setup):
     _, variables = setup
-    v = randomize_layers(variables, ["head"], key=jax.random.key(0))
+    v = randomize_layers(variables, ["head"], key=jax.random.key(0), init="normal")
     p0, p1 = variables["params"], v["params"]
     np.testing.assert_array_equal(p0["conv0"]["kernel"], p1["conv0"]["kernel"])
     assert not np.array_equal(p0["head"]["kernel"], p1["head"]["kernel"])
@@ -94,7 +95,9 @@ def test_randomize_layers_touches_only_named_layers(setup):
 def test_cascading_and_independent_curves(setup):
     data, variables = setup
     x, y = data.images[:3], data.labels[:3]
-    r = model_parameter_randomization(_grad_attr, variables, x, y, key=jax.random.key(0), hog=True)
+    r = model_parameter_randomization(
+        _grad_attr, variables, x, y, key=jax.random.key(0), module=MODEL, hog=True
+    )
     assert r.layers == ("head", "conv1", "conv0") and r.mode == "cascading"
     for field in (r.spearman_abs, r.spearman, r.ssim, r.hog):
         assert field.shape == (3, 3)
@@ -103,10 +106,7 @@ def test_cascading_and_independent_curves(setup):
     from jaxsal.metrics import spearman
 
     v = randomize_layers(
-        variables,
-        ["conv1", "head"],
-        key=jax.random.fold_in(jax.random.key(0), 0),
-        order=["conv0", "conv1", "head"],
+        variables, ["conv1", "head"], key=jax.random.fold_in(jax.random.key(0), 0), module=MODEL, x=x
     )
     m = _grad_attr(v)(x, y)
     np.testing.assert_allclose(r.maps[1], m, rtol=1e-5, atol=1e-7)
@@ -114,17 +114,63 @@ def test_cascading_and_independent_curves(setup):
         r.spearman_abs[1], spearman(jnp.abs(r.original).sum(-1), jnp.abs(m).sum(-1)), rtol=1e-5
     )
     ind = model_parameter_randomization(
-        _grad_attr, variables, x, y, key=jax.random.key(0), mode="independent", hog=False
+        _grad_attr, variables, x, y, key=jax.random.key(0), module=MODEL, mode="independent", hog=False
     )
     # step 1 randomises only the head in both modes
     np.testing.assert_allclose(ind.spearman[0], r.spearman[0], rtol=1e-6)
     assert np.isnan(np.asarray(ind.hog)).all()
 
 
+class _BNNet(nn.Module):
+    @nn.compact
+    def __call__(self, x):
+        x = nn.Conv(4, (3, 3), name="conv")(x)
+        x = nn.BatchNorm(use_running_average=True, name="bn")(x)
+        return nn.Dense(3, name="head")(nn.relu(x).mean((1, 2)))
+
+
+def test_initializer_reinit_is_a_fresh_layer_with_reset_state(setup):
+    """``init="initializer"``: the randomised layers equal ``module.init``'s, batch statistics included."""
+    data, _ = setup
+    net, x = _BNNet(), data.images[:2]
+    trained = jax.tree.map(lambda a: a + 0.5, net.init(jax.random.key(0), x[:1]))  # stand-in for training
+    key = jax.random.key(3)
+    fresh = net.init(key, x[:1])
+    v = randomize_layers(trained, ["bn", "head"], key=key, module=net, x=x)
+    for layer in ("bn", "head"):
+        for got, want in zip(
+            jax.tree.leaves(v["params"][layer]), jax.tree.leaves(fresh["params"][layer]), strict=True
+        ):
+            np.testing.assert_array_equal(got, want)
+    np.testing.assert_array_equal(v["batch_stats"]["bn"]["mean"], 0.0)  # reset, not the trained 0.5
+    np.testing.assert_array_equal(v["batch_stats"]["bn"]["var"], 1.0)
+    np.testing.assert_array_equal(v["params"]["conv"]["kernel"], trained["params"]["conv"]["kernel"])
+    # "normal" keeps the trained running statistics
+    w = randomize_layers(trained, ["bn"], key=key, init="normal")
+    np.testing.assert_array_equal(w["batch_stats"]["bn"]["mean"], 0.5)
+    # a params-only dict works too
+    p = randomize_layers(trained["params"], ["head"], key=key, module=net, x=x)
+    np.testing.assert_array_equal(p["head"]["kernel"], fresh["params"]["head"]["kernel"])
+    # the test itself: full cascade == the freshly initialised network
+    r = model_parameter_randomization(
+        lambda vv: lambda z, t=None, *, key=None: jax.grad(lambda q: net.apply(vv, q)[:, 0].sum())(z),
+        trained,
+        x,
+        0,
+        key=jax.random.key(5),
+        module=net,
+        hog=False,
+    )
+    full = net.init(jax.random.fold_in(jax.random.key(5), 0), x[:1])
+    np.testing.assert_allclose(
+        r.maps[-1], jax.grad(lambda q: net.apply(full, q)[:, 0].sum())(x), rtol=1e-6, atol=1e-8
+    )
+
+
 def test_same_key_same_result(setup):
     data, variables = setup
     x, y = data.images[:2], data.labels[:2]
-    kw = dict(hog=False, keep_maps=True)
+    kw = dict(hog=False, keep_maps=True, module=MODEL)
     a = model_parameter_randomization(_grad_attr, variables, x, y, key=jax.random.key(7), **kw)
     b = model_parameter_randomization(_grad_attr, variables, x, y, key=jax.random.key(7), **kw)
     c = model_parameter_randomization(_grad_attr, variables, x, y, key=jax.random.key(8), **kw)
@@ -150,7 +196,20 @@ def test_unknown_layer_names_error_lists_available(setup):
     with pytest.raises(ValueError, match="unknown layer"):
         randomize_layers(variables, ["nope"], key=jax.random.key(0))
     with pytest.raises(ValueError, match="scores_fn"):  # a bare attr cannot resolve target=None
-        model_parameter_randomization(_grad_attr, variables, data.images[:1], None, key=jax.random.key(0))
+        model_parameter_randomization(
+            _grad_attr, variables, data.images[:1], None, key=jax.random.key(0), module=MODEL
+        )
+    with pytest.raises(ValueError, match=r"init='initializer'.*needs module="):
+        model_parameter_randomization(_grad_attr, variables, data.images[:1], 0, key=jax.random.key(0))
+    with pytest.raises(ValueError, match="init must be 'initializer', 'normal', 'shuffle'"):
+        model_parameter_randomization(
+            _grad_attr, variables, data.images[:1], 0, key=jax.random.key(0), init="uniform"
+        )
+    with pytest.raises(ValueError, match="init must be"):
+        randomize_layers(variables, ["head"], key=jax.random.key(0), init="zeros")
+    wrong = SmallCNN(num_classes=4, features=(4, 16))  # conv1 has 16 channels here, 8 in variables
+    with pytest.raises(ValueError, match=r"shapes .* pass the module the variables belong to"):
+        randomize_layers(variables, ["conv1"], key=jax.random.key(0), module=wrong, x=data.images[:1])
 
 
 def _grad_factory(f):

@@ -121,7 +121,7 @@ def run_sanity(
     depth: int = 1,
     layers: Sequence[str] | None = None,
     mode: str = "cascading",
-    init: str = "normal",
+    init: str = "initializer",
     seed: int = 0,
     smoothgrad_n: int = 8,
     ig_steps: int = 16,
@@ -384,7 +384,12 @@ def add_subcommands(subparsers) -> None:
     )
     p.add_argument("--mode", choices=("cascading", "independent"), default="cascading")
     p.add_argument(
-        "--init", choices=("normal", "shuffle"), default="normal", help="re-initialisation (default: normal)"
+        "--init",
+        choices=("initializer", "normal", "shuffle"),
+        default="initializer",
+        help="re-initialisation: 'initializer' re-draws layers from the model's own initialisers and resets "
+        "their BatchNorm statistics (Adebayo et al.; default); 'normal' draws kernels with the trained "
+        "mean/std and keeps the trained statistics; 'shuffle' permutes each kernel",
     )
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--smoothgrad-n", type=_int_at_least(1), default=8, help="SmoothGrad samples (default 8)")

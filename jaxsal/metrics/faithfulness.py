@@ -201,7 +201,9 @@ def deletion(
     ``steps + 1`` points from the clean image (fraction 0) to the fully removed one
     (fraction 1). See the module docstring for ranking, channel and AUC choices.
     """
-    return _most_relevant_first(f, x, attribution, target, steps, baseline, blur_sigma, score, key, insert=False)
+    return _most_relevant_first(
+        f, x, attribution, target, steps, baseline, blur_sigma, score, key, insert=False
+    )
 
 
 def insertion(
@@ -223,7 +225,9 @@ def insertion(
     restores the ``floor(k N / steps)`` most relevant pixels of ``x``. ``steps + 1``
     points, fraction 0 (baseline) to 1 (clean image).
     """
-    return _most_relevant_first(f, x, attribution, target, steps, baseline, blur_sigma, score, key, insert=True)
+    return _most_relevant_first(
+        f, x, attribution, target, steps, baseline, blur_sigma, score, key, insert=True
+    )
 
 
 def _most_relevant_first(f, x, attribution, target, steps, baseline, blur_sigma, score, key, *, insert: bool):

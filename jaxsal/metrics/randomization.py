@@ -15,15 +15,31 @@ Protocol (the choices are ours where the paper leaves them open):
 * **Cascading**: step ``s`` randomises the last ``s`` layers of ``order`` (from the
   output layer down to the input). **Independent**: step ``s`` randomises only the
   ``s``-th layer from the top, all others trained.
-* **Re-initialisation** (``init``): ``"normal"`` (default) draws every parameter
-  array of a randomised layer i.i.d. from a Gaussian with the *original array's own
-  mean and standard deviation* (kernels become random with the trained scale; constant
-  arrays such as zero biases or unit BatchNorm scales keep their value);
-  ``"shuffle"`` randomly permutes each array's entries (keeps its exact value
-  distribution); or a callable ``init(key, array) -> array``. The array at path ``p``
-  under order entry ``i`` uses the key ``fold_in(fold_in(key, i), crc32(p))``, so a
-  layer gets the same random values at every step and in both modes. Non-parameter collections (e.g. BatchNorm
-  ``batch_stats``) are left as trained.
+* **Re-initialisation** (``init``):
+
+  - ``"initializer"`` (default): each randomised layer is replaced by what a *freshly
+    built* model holds there, ``module.init(key, x)``, i.e. its parameters are
+    re-drawn from the model's own initialisers and its non-parameter state (BatchNorm
+    running statistics) is reset with them. This is Adebayo et al.'s protocol ("the
+    top layers ... have been reinitialized"): a fully randomised network is exactly an
+    untrained one. It needs ``module``.
+  - ``"normal"`` draws every parameter array of a randomised layer i.i.d. from a
+    Gaussian with the *original array's own mean and standard deviation* (kernels
+    become random with the trained scale; constant arrays such as zero biases keep
+    their value), and leaves non-parameter collections as trained.
+  - ``"shuffle"`` randomly permutes each parameter array's entries (keeps its exact
+    value distribution), state left as trained.
+  - a callable ``init(key, array) -> array`` applied to each parameter array.
+
+  With ``"normal"``/``"shuffle"``/a callable, the array at path ``p`` under order entry
+  ``i`` uses the key ``fold_in(fold_in(key, i), crc32(p))``; with ``"initializer"`` all
+  layers come from one ``module.init(key, ...)``. Either way a layer gets the same
+  random values at every step and in both modes.
+
+  The choice matters on BatchNorm networks. On EfficientNet-Lite0, ``"normal"`` keeps
+  the trained running statistics under re-drawn kernels; the fully randomised network
+  then saturates 20% of its ReLU6 units (3% when trained) with mean |pre-activation|
+  10.7 (2.2 trained), a degenerate network whose maps say little about either method.
 * **Maps and targets**: the target is resolved once on the trained model
   (``target=None``: its predicted class) and kept for every randomised model. A
   stochastic method gets the *same* key at every step, so sampling noise does not
@@ -46,7 +62,7 @@ from jaxsal._src.contract import check_input, resolve_target
 from jaxsal.metrics.similarity import compare_maps
 
 Array = jax.Array
-Init = Literal["normal", "shuffle"] | Callable[[Array, Array], Array]
+Init = Literal["initializer", "normal", "shuffle"] | Callable[[Array, Array], Array]
 
 
 class RandomizationResult(NamedTuple):
@@ -203,7 +219,24 @@ def _reinit_array(init: Init, key: Array, a: Array) -> Array:
         return (a.mean() + a.std() * jax.random.normal(key, a.shape, jnp.float32)).astype(a.dtype)
     if init == "shuffle":
         return jax.random.permutation(key, a.reshape(-1)).reshape(a.shape)
-    raise ValueError(f"init must be 'normal', 'shuffle' or a callable (key, array) -> array; got {init!r}.")
+    raise ValueError(_INIT_ERROR.format(init=init))
+
+
+_INIT_ERROR = (
+    "init must be 'initializer', 'normal', 'shuffle' or a callable (key, array) -> array; got {init!r}."
+)
+
+
+def _fresh_variables(module: Any, x: Any, key: Array, apply_kwargs: Mapping | None) -> Any:
+    if module is None or x is None:
+        raise ValueError(
+            "init='initializer' (the default: re-draw each layer from the model's own initialisers, "
+            "as Adebayo et al. 2018) needs module= (the Flax linen module) and x= (a sample input) to "
+            "call module.init; or pass init='normal' or init='shuffle'."
+        )
+    if not hasattr(module, "init"):
+        raise TypeError(f"module must be a Flax linen module with .init; got {type(module).__name__}.")
+    return module.init(key, jnp.asarray(x)[:1], **dict(apply_kwargs or {}))
 
 
 def randomize_layers(
@@ -211,20 +244,30 @@ def randomize_layers(
     layers: Sequence[str],
     *,
     key: Array,
-    init: Init = "normal",
+    init: Init = "initializer",
     collection: str = "params",
     order: Sequence[str] | None = None,
+    module: Any = None,
+    x: Any = None,
+    apply_kwargs: Mapping | None = None,
 ) -> Any:
-    """Return a copy of ``variables`` with every parameter under ``layers`` re-initialised.
+    """Return a copy of ``variables`` with every layer under ``layers`` re-initialised.
 
-    ``layers`` are names or prefixes from :func:`layer_names`. The array at path ``p``
-    is drawn with ``fold_in(fold_in(key, i), crc32(p))``, ``i`` the position in
+    ``layers`` are names or prefixes from :func:`layer_names`; ``init`` is described in
+    the module docstring. With ``init="initializer"`` the new values are those of
+    ``module.init(key, x[:1], **apply_kwargs)``, in every collection the layer has
+    (parameters and, e.g., BatchNorm ``batch_stats``). Otherwise each parameter array at
+    path ``p`` is drawn with ``fold_in(fold_in(key, i), crc32(p))``, ``i`` the position in
     ``order`` (default: ``layers`` itself) of the first entry covering it, so a layer
     gets the same random values whatever else is randomised with it.
     """
     order = _check_order(order if order is not None else layers, variables, collection)
     layers = _check_order(layers, variables, collection)
     params, nested = _params(variables, collection)
+    if not (callable(init) or init in ("initializer", "normal", "shuffle")):
+        raise ValueError(_INIT_ERROR.format(init=init))
+    if init == "initializer":
+        return _take_fresh(variables, _fresh_variables(module, x, key, apply_kwargs), layers, collection)
 
     def rebuild(tree: Mapping, prefix: tuple[str, ...]) -> dict:
         out = {}
@@ -248,6 +291,45 @@ def randomize_layers(
     return new
 
 
+def _take_fresh(variables: Any, fresh: Any, layers: Sequence[str], collection: str) -> Any:
+    """``variables`` with the subtrees of ``layers`` taken from ``fresh``, in every collection."""
+    nested = collection in variables and isinstance(variables[collection], Mapping)
+    if not nested:
+        fresh = fresh[collection]
+
+    def merge(tree: Mapping, new: Mapping | None, prefix: tuple[str, ...]) -> dict:
+        out = {}
+        for k, v in tree.items():
+            path = prefix + (str(k),)
+            name = "/".join(path)
+            sub = None if new is None or not isinstance(new, Mapping) else new.get(k)
+            if any(_covered(name, e) for e in layers):
+                if sub is None:
+                    raise ValueError(
+                        f"init='initializer': module.init has no variables at {name!r}; the module does not "
+                        "build the same variables as the ones passed (wrong module or input shape?)."
+                    )
+                shape = lambda t: jax.tree.map(jnp.shape, t)  # noqa: E731
+                if shape(sub) != shape(v):
+                    raise ValueError(
+                        f"init='initializer': module.init's variables at {name!r} have shapes {shape(sub)}, "
+                        f"the passed ones {shape(v)}; pass the module the variables belong to."
+                    )
+                out[k] = sub
+            elif isinstance(v, Mapping):
+                out[k] = merge(v, sub, path)
+            else:
+                out[k] = v
+        return out
+
+    if not nested:
+        return merge(variables, fresh, ())
+    return {
+        c: merge(t, fresh.get(c), ()) if isinstance(t, Mapping) and c in fresh else t
+        for c, t in variables.items()
+    }
+
+
 # ----------------------------------------------------------------------------- the test
 
 
@@ -261,7 +343,7 @@ def model_parameter_randomization(
     module: Any = None,
     order: Sequence[str] | None = None,
     mode: Literal["cascading", "independent"] = "cascading",
-    init: Init = "normal",
+    init: Init = "initializer",
     collection: str = "params",
     steps: Sequence[int] | None = None,
     hog: bool = True,
@@ -283,8 +365,9 @@ def model_parameter_randomization(
         for every randomised model.
       key: PRNG key; ``fold_in(key, 0)`` seeds the re-initialisation, ``fold_in(key, 1)``
         is the attribution key used at every step. Same key, same result.
-      module: the Flax linen module, used only to find the layers' call order when
-        ``order`` is not given (see :func:`layer_names`).
+      module: the Flax linen module: ``init="initializer"`` calls ``module.init``, and
+        it gives the layers' call order when ``order`` is not given (see
+        :func:`layer_names`).
       order: layer names or prefixes, input to output (default:
         ``layer_names(variables, module=module, x=x[:1])``, every parameterised
         module). Unknown names raise ``ValueError`` listing the available layers.
@@ -315,6 +398,19 @@ def model_parameter_randomization(
     if not steps or any(not 1 <= s <= n for s in steps):
         raise ValueError(f"steps must be counts of layers between 1 and len(order) = {n}; got {steps}.")
     init_key, attr_key = jax.random.fold_in(key, 0), jax.random.fold_in(key, 1)
+    if not (callable(init) or init in ("initializer", "normal", "shuffle")):
+        raise ValueError(_INIT_ERROR.format(init=init))
+    if init == "initializer":
+        fresh = _fresh_variables(module, x, init_key, None)
+
+        def randomized(chosen):
+            return _take_fresh(variables, fresh, chosen, collection)
+    else:
+
+        def randomized(chosen):
+            return randomize_layers(
+                variables, chosen, key=init_key, init=init, collection=collection, order=order
+            )
 
     attr0 = make_attr(variables)
     if target is None and getattr(attr0, "scores_fn", None) is None:
@@ -343,7 +439,7 @@ def model_parameter_randomization(
     layers, sims, maps = [], [], []
     for s in iterator:
         chosen = order[n - s :] if mode == "cascading" else [order[n - s]]
-        v = randomize_layers(variables, chosen, key=init_key, init=init, collection=collection, order=order)
+        v = randomized(chosen)
         m = explain(v, x, target, attr_key)
         layers.append(order[n - s])
         sims.append(compare_maps(original, m, hog=hog))
