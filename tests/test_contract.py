@@ -107,7 +107,9 @@ def test_target_none_is_the_predicted_class(method, cnn):
 
 @pytest.mark.parametrize("method", METHODS, ids=IDS)
 def test_registry_entry_is_documented(method):
-    factory_doc = (method.factory.__doc__ or "") + (getattr(jaxsal, method.name, method.factory).__doc__ or "")
+    factory_doc = (method.factory.__doc__ or "") + (
+        getattr(jaxsal, method.name, method.factory).__doc__ or ""
+    )
     assert method.paper and method.title
     if hasattr(jaxsal, method.name):
         assert len(factory_doc) > 200, f"{method.name} needs a docstring with its paper and equation"

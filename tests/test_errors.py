@@ -17,7 +17,7 @@ INPUT_METHODS = {
     "grad_x_input": jaxsal.grad_x_input,
     "guided_backprop": jaxsal.guided_backprop,
     "integrated_gradients": lambda f: jaxsal.integrated_gradients(f, steps=2),
-    "smoothgrad": lambda f: (lambda a: (lambda x, t=None: a(x, t, key=jax.random.key(0))))(
+    "smoothgrad": lambda f: (lambda a: lambda x, t=None: a(x, t, key=jax.random.key(0)))(
         jaxsal.smoothgrad(jaxsal.vanilla_grad(f), n=2)
     ),
 }

@@ -67,7 +67,9 @@ def test_relu6_forward_mask_is_open_interval():
     f = lambda v: jnp.sum(jax.nn.relu6(v) * jnp.array([1.0, 1.0, -1.0, 1.0, 1.0]))[None, None]  # noqa: E731
     np.testing.assert_array_equal(jaxsal.guided_backprop(f)(x, 0), [[0, 0, 0, 0, 0]])
     np.testing.assert_array_equal(jaxsal.deconvnet(f)(x, 0), [[1, 1, 0, 1, 1]])
-    np.testing.assert_array_equal(jaxsal.vanilla_grad(jaxsal.with_relu_rule(f, "vanilla"))(x, 0), [[0, 0, -1, 0, 0]])
+    np.testing.assert_array_equal(
+        jaxsal.vanilla_grad(jaxsal.with_relu_rule(f, "vanilla"))(x, 0), [[0, 0, -1, 0, 0]]
+    )
 
 
 # ----------------------------------------------------------------------------- closed forms
@@ -94,7 +96,9 @@ def test_per_example_targets_and_callable(linear):
     np.testing.assert_allclose(jaxsal.vanilla_grad(f)(x, t), w[:, t].T, rtol=1e-6)
     # A callable objective: the margin of class 1 over class 2.
     margin = lambda s: s[:, 1] - s[:, 2]  # noqa: E731
-    np.testing.assert_allclose(jaxsal.vanilla_grad(f)(x, margin), jnp.broadcast_to(w[:, 1] - w[:, 2], x.shape), rtol=1e-5)
+    np.testing.assert_allclose(
+        jaxsal.vanilla_grad(f)(x, margin), jnp.broadcast_to(w[:, 1] - w[:, 2], x.shape), rtol=1e-5
+    )
 
 
 def test_traced_out_of_range_target_gives_nan_not_a_clamped_class(linear):
@@ -114,7 +118,9 @@ def test_vanilla_grad_matches_finite_differences_on_a_cnn(cnn):
         for _ in range(3):
             v = rng.normal(size=x.shape)
             eps = 1e-6
-            fd = (np.asarray(f(jnp.asarray(x + eps * v)))[:, 2] - np.asarray(f(jnp.asarray(x - eps * v)))[:, 2]) / (2 * eps)
+            fd = (
+                np.asarray(f(jnp.asarray(x + eps * v)))[:, 2] - np.asarray(f(jnp.asarray(x - eps * v)))[:, 2]
+            ) / (2 * eps)
             np.testing.assert_allclose(np.sum((grad * v).reshape(3, -1), axis=1), fd, rtol=1e-6)
 
 
@@ -262,4 +268,6 @@ def test_readme_jit_pattern_takes_variables_as_an_argument(cnn):
     b = explain(scaled, cnn.x, y)
     assert len(traces) == 1
     assert not np.allclose(a, b), "new variables must change the result (they are not baked in)"
-    np.testing.assert_allclose(b, jaxsal.guided_backprop(lambda v: cnn.module.apply(scaled, v))(cnn.x, y), rtol=1e-5, atol=1e-7)
+    np.testing.assert_allclose(
+        b, jaxsal.guided_backprop(lambda v: cnn.module.apply(scaled, v))(cnn.x, y), rtol=1e-5, atol=1e-7
+    )

@@ -25,7 +25,9 @@ def test_guided_backprop_insensitive_to_randomisation_vanilla_gradient_is_not():
     x = jnp.concatenate([jnp.asarray(models.preprocess(photos[n])) for n in ("chelsea", "coffee")])
     order = layer_names(variables, module=module, x=x[:1], depth=1)
     assert order[0] == "stem" and order[-2:] == ["head", "fc"] and len(order) == 19
-    kw = dict(key=jax.random.key(0), module=module, order=order, steps=[2, 10, 19], hog=False, keep_maps=False)
+    kw = dict(
+        key=jax.random.key(0), module=module, order=order, steps=[2, 10, 19], hog=False, keep_maps=False
+    )
     vg = model_parameter_randomization(
         lambda v: jaxsal.vanilla_grad(lambda z: module.apply(v, z)), variables, x, **kw
     )

@@ -81,8 +81,12 @@ def test_quadratic_model_needs_the_right_rule():
     f = lambda v: jnp.sum(v**2, axis=1, keepdims=True)  # noqa: E731
     x = jnp.array([[1.0, -2.0, 3.0]])
     for method, n in (("gausslegendre", 1), ("riemann_middle", 4), ("riemann_trapezoid", 4)):
-        np.testing.assert_allclose(jaxsal.integrated_gradients(f, steps=n, method=method)(x, 0), x**2, rtol=1e-6)
-    np.testing.assert_allclose(jaxsal.integrated_gradients(f, steps=4, method="riemann_left")(x, 0), x**2 * 0.75, rtol=1e-6)
+        np.testing.assert_allclose(
+            jaxsal.integrated_gradients(f, steps=n, method=method)(x, 0), x**2, rtol=1e-6
+        )
+    np.testing.assert_allclose(
+        jaxsal.integrated_gradients(f, steps=4, method="riemann_left")(x, 0), x**2 * 0.75, rtol=1e-6
+    )
 
 
 # ----------------------------------------------------------------------------- completeness

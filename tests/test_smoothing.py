@@ -41,12 +41,20 @@ def test_wrappers_equal_naive_loop(setup, wrapper, reduce):
     f, x, t = setup
     attr = jaxsal.vanilla_grad(f)
     samples = naive_samples(attr, x, t, KEY, 6, 0.15)
-    np.testing.assert_allclose(jax.jit(wrapper(attr, n=6))(x, t, key=KEY), reduce(samples), rtol=1e-4, atol=1e-8)
+    np.testing.assert_allclose(
+        jax.jit(wrapper(attr, n=6))(x, t, key=KEY), reduce(samples), rtol=1e-4, atol=1e-8
+    )
 
 
 @pytest.mark.parametrize(
     "wrapper, batch_size",
-    [(jaxsal.smoothgrad, 1), (jaxsal.smoothgrad, 4), (jaxsal.smoothgrad_sq, 4), (jaxsal.vargrad, 4), (jaxsal.vargrad, 6)],
+    [
+        (jaxsal.smoothgrad, 1),
+        (jaxsal.smoothgrad, 4),
+        (jaxsal.smoothgrad_sq, 4),
+        (jaxsal.vargrad, 4),
+        (jaxsal.vargrad, 6),
+    ],
 )
 def test_chunking_does_not_change_the_result(setup, wrapper, batch_size):
     f, x, t = setup
@@ -64,8 +72,12 @@ def test_chunking_does_not_change_the_result(setup, wrapper, batch_size):
 def test_zero_noise_equals_the_wrapped_method(setup, inner):
     f, x, t = setup
     attr = inner(f)
-    np.testing.assert_allclose(jaxsal.smoothgrad(attr, n=3, noise_level=0.0)(x, t, key=KEY), attr(x, t), rtol=1e-5, atol=1e-8)
-    np.testing.assert_allclose(jaxsal.vargrad(attr, n=3, noise_level=0.0)(x, t, key=KEY), jnp.zeros_like(x), atol=1e-10)
+    np.testing.assert_allclose(
+        jaxsal.smoothgrad(attr, n=3, noise_level=0.0)(x, t, key=KEY), attr(x, t), rtol=1e-5, atol=1e-8
+    )
+    np.testing.assert_allclose(
+        jaxsal.vargrad(attr, n=3, noise_level=0.0)(x, t, key=KEY), jnp.zeros_like(x), atol=1e-10
+    )
 
 
 def test_noise_sigma_is_a_fraction_of_each_examples_range():

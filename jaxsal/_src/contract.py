@@ -150,10 +150,14 @@ def check_key(key: Any, method: str) -> Array:
 def check_target(target: Any, batch: int, num_classes: int) -> None:
     """Validate a non-callable, non-None target against ``(B, C)`` scores."""
     if isinstance(target, bool):
-        raise TypeError("target must be an int class index, an int array of shape (B,), a callable or None; got a bool.")
+        raise TypeError(
+            "target must be an int class index, an int array of shape (B,), a callable or None; got a bool."
+        )
     if isinstance(target, (int, np.integer)):
         if not 0 <= int(target) < num_classes:
-            raise ValueError(f"target={int(target)} is out of range for {num_classes} classes; use 0 <= target < {num_classes}.")
+            raise ValueError(
+                f"target={int(target)} is out of range for {num_classes} classes; use 0 <= target < {num_classes}."
+            )
         return
     if not hasattr(target, "shape") or not hasattr(target, "dtype"):
         raise TypeError(
@@ -161,7 +165,9 @@ def check_target(target: Any, batch: int, num_classes: int) -> None:
             f"scores -> (B,), or None; got {type(target).__name__}."
         )
     if not jnp.issubdtype(target.dtype, jnp.integer):
-        raise TypeError(f"target must hold integer class indices; got dtype {target.dtype}. Use `target.astype(jnp.int32)`.")
+        raise TypeError(
+            f"target must hold integer class indices; got dtype {target.dtype}. Use `target.astype(jnp.int32)`."
+        )
     if target.shape not in ((), (batch,)):
         raise ValueError(
             f"target must be a scalar or have shape (B,) = ({batch},); got shape {tuple(target.shape)}. "

@@ -13,14 +13,16 @@ import jax
 
 from jaxsal._src import contract
 from jaxsal._src.registry import Method, register
-from jaxsal._src.relu_rules import Rule, with_relu_rule
+from jaxsal._src.relu_rules import Rule, with_fast_max_pool, with_relu_rule
 
 Array = jax.Array
 
 
-def _gradient_method(f: Callable, *, times_input: bool = False, rule: Rule | None = None) -> contract.Attribution:
+def _gradient_method(
+    f: Callable, *, times_input: bool = False, rule: Rule | None = None
+) -> contract.Attribution:
     contract.check_callable(f)
-    model = f if rule is None else with_relu_rule(f, rule)
+    model = with_fast_max_pool(f) if rule is None else with_relu_rule(f, rule)
 
     def attr(x, target=None, *, key=None):
         x = contract.check_input(x)
@@ -96,7 +98,39 @@ def guided_backprop(f: Callable) -> contract.Attribution:
 
 
 _FAMILY = "gradient"
-register(Method("vanilla_grad", vanilla_grad, "f", _FAMILY, "Vanilla Gradient", "Simonyan et al. 2013", captum="Saliency"))
-register(Method("grad_x_input", grad_x_input, "f", _FAMILY, "Gradient×Input", "Shrikumar et al. 2016", captum="InputXGradient"))
-register(Method("deconvnet", deconvnet, "f", _FAMILY, "DeconvNet", "Zeiler & Fergus 2014", captum="Deconvolution"))
-register(Method("guided_backprop", guided_backprop, "f", _FAMILY, "Guided Backprop", "Springenberg et al. 2015", captum="GuidedBackprop"))
+register(
+    Method(
+        "vanilla_grad",
+        vanilla_grad,
+        "f",
+        _FAMILY,
+        "Vanilla Gradient",
+        "Simonyan et al. 2013",
+        captum="Saliency",
+    )
+)
+register(
+    Method(
+        "grad_x_input",
+        grad_x_input,
+        "f",
+        _FAMILY,
+        "Gradient×Input",
+        "Shrikumar et al. 2016",
+        captum="InputXGradient",
+    )
+)
+register(
+    Method("deconvnet", deconvnet, "f", _FAMILY, "DeconvNet", "Zeiler & Fergus 2014", captum="Deconvolution")
+)
+register(
+    Method(
+        "guided_backprop",
+        guided_backprop,
+        "f",
+        _FAMILY,
+        "Guided Backprop",
+        "Springenberg et al. 2015",
+        captum="GuidedBackprop",
+    )
+)

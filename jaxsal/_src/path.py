@@ -11,6 +11,7 @@ import numpy as np
 
 from jaxsal._src import contract
 from jaxsal._src.registry import Method, register
+from jaxsal._src.relu_rules import with_fast_max_pool
 
 Array = jax.Array
 
@@ -136,10 +137,11 @@ def integrated_gradients(
         if target is not None and not callable(target):
             row_target = jnp.tile(jnp.broadcast_to(jnp.asarray(target), (b,)), steps)
         delta = x - base
+        model = with_fast_max_pool(f)
 
         def weighted_grad(alpha, weight, example, tgt):
             pts = base[example] + _expand(alpha, x.ndim) * delta[example]
-            scores, pullback = jax.vjp(f, pts)
+            scores, pullback = jax.vjp(model, pts)
             contract.check_scores(scores, pts.shape[0])
             cot = contract.target_cotangent(scores, tgt) * weight[:, None]
             return pullback(cot)[0]

@@ -54,7 +54,9 @@ def _noisy_moments(attr: Callable, *, n: int, noise_level: float, batch_size: in
     n = contract.check_positive_int(n, "n")
     batch_size = contract.check_optional_batch_size(batch_size)
     if isinstance(noise_level, bool) or not isinstance(noise_level, (int, float)):
-        raise TypeError(f"noise_level must be a float (fraction of each example's value range); got {noise_level!r}.")
+        raise TypeError(
+            f"noise_level must be a float (fraction of each example's value range); got {noise_level!r}."
+        )
     if not noise_level >= 0:
         raise ValueError(f"noise_level must be >= 0 (the paper suggests 0.1-0.2); got {noise_level}.")
     chunk = n if batch_size is None else min(batch_size, n)
@@ -120,7 +122,9 @@ _SIGMA_DOC = r"""
 def smoothgrad(
     attr: Callable, *, n: int = 50, noise_level: float = 0.15, batch_size: int | None = None
 ) -> contract.Attribution:
-    moments, scores_fn = _noisy_moments(attr, n=n, noise_level=noise_level, batch_size=batch_size, name="smoothgrad")
+    moments, scores_fn = _noisy_moments(
+        attr, n=n, noise_level=noise_level, batch_size=batch_size, name="smoothgrad"
+    )
 
     def sg(x, target=None, *, key=None):
         return moments(x, target, key).mean
@@ -167,7 +171,9 @@ smoothgrad_sq.__doc__ = (
 def vargrad(
     attr: Callable, *, n: int = 50, noise_level: float = 0.15, batch_size: int | None = None
 ) -> contract.Attribution:
-    moments, scores_fn = _noisy_moments(attr, n=n, noise_level=noise_level, batch_size=batch_size, name="vargrad")
+    moments, scores_fn = _noisy_moments(
+        attr, n=n, noise_level=noise_level, batch_size=batch_size, name="vargrad"
+    )
 
     def vg(x, target=None, *, key=None):
         m = moments(x, target, key)
@@ -202,19 +208,38 @@ def _wrap_vanilla(wrapper):
 _FAST = {"n": 4}
 register(
     Method(
-        "smoothgrad", _wrap_vanilla(smoothgrad), "f", "smoothing", "SmoothGrad", "Smilkov et al. 2017",
-        stochastic=True, fast=_FAST, captum="NoiseTunnel(Saliency, smoothgrad)",
+        "smoothgrad",
+        _wrap_vanilla(smoothgrad),
+        "f",
+        "smoothing",
+        "SmoothGrad",
+        "Smilkov et al. 2017",
+        stochastic=True,
+        fast=_FAST,
+        captum="NoiseTunnel(Saliency, smoothgrad)",
     )
 )
 register(
     Method(
-        "smoothgrad_sq", _wrap_vanilla(smoothgrad_sq), "f", "smoothing", "SmoothGrad²", "Hooker et al. 2019",
-        stochastic=True, fast=_FAST,
+        "smoothgrad_sq",
+        _wrap_vanilla(smoothgrad_sq),
+        "f",
+        "smoothing",
+        "SmoothGrad²",
+        "Hooker et al. 2019",
+        stochastic=True,
+        fast=_FAST,
     )
 )
 register(
     Method(
-        "vargrad", _wrap_vanilla(vargrad), "f", "smoothing", "VarGrad", "Adebayo et al. 2018",
-        stochastic=True, fast=_FAST,
+        "vargrad",
+        _wrap_vanilla(vargrad),
+        "f",
+        "smoothing",
+        "VarGrad",
+        "Adebayo et al. 2018",
+        stochastic=True,
+        fast=_FAST,
     )
 )

@@ -148,7 +148,9 @@ class DepthwiseConv(nn.Module):
         out = None
         for i in range(k):
             for j in range(k):
-                tap = jax.lax.slice(xp, (0, i, j, 0), (b, i + (oh - 1) * s + 1, j + (ow - 1) * s + 1, c), (1, s, s, 1))
+                tap = jax.lax.slice(
+                    xp, (0, i, j, 0), (b, i + (oh - 1) * s + 1, j + (ow - 1) * s + 1, c), (1, s, s, 1)
+                )
                 term = tap * w[i, j, 0]
                 out = term if out is None else out + term
         return out
@@ -167,7 +169,9 @@ class PointwiseConv(nn.Module):
 
     @nn.compact
     def __call__(self, x: jax.Array) -> jax.Array:
-        w = self.param("kernel", nn.initializers.lecun_normal(), (1, 1, x.shape[-1], self.features), jnp.float32)
+        w = self.param(
+            "kernel", nn.initializers.lecun_normal(), (1, 1, x.shape[-1], self.features), jnp.float32
+        )
         return jnp.einsum("bhwc,cd->bhwd", x, w[0, 0].astype(x.dtype))
 
 
