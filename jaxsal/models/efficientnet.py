@@ -121,6 +121,68 @@ STEM_WIDTH = 32
 HEAD_WIDTH = 1280
 
 
+def _taps(xp: jax.Array, w: jax.Array, k: int, s: int, oh: int, ow: int) -> jax.Array:
+    """``sum_ij xp[:, i + s*y, j + s*x, :] * w[i, j]``: a depthwise correlation as k*k shifted multiply-adds."""
+    b, c = xp.shape[0], xp.shape[-1]
+    out = None
+    for i in range(k):
+        for j in range(k):
+            tap = jax.lax.slice(
+                xp, (0, i, j, 0), (b, i + (oh - 1) * s + 1, j + (ow - 1) * s + 1, c), (1, s, s, 1)
+            )
+            term = tap * w[i, j]
+            out = term if out is None else out + term
+    return out
+
+
+def _same_pads(n: int, k: int, s: int) -> tuple[int, int]:
+    """TF "SAME" padding of one axis: ``p // 2`` before, the rest after."""
+    p = max((-(-n // s) - 1) * s + k - n, 0)
+    return p // 2, p - p // 2
+
+
+@functools.partial(jax.custom_vjp, nondiff_argnums=(2,))
+def _depthwise_s1(x: jax.Array, w: jax.Array, k: int) -> jax.Array:
+    """Stride-1 depthwise conv, "SAME" padding, with a hand-written backward pass.
+
+    Autodiff of :func:`_taps` transposes each of the k*k slices into a full-size pad;
+    the backward pass written here is instead the same shifted multiply-add on the
+    padded cotangent with the flipped kernel (the input gradient of a stride-1
+    correlation), about 1.5x faster for the whole network's input gradient on CPU.
+    """
+    (hl, hh), (wl, wh) = _same_pads(x.shape[1], k, 1), _same_pads(x.shape[2], k, 1)
+    xp = jnp.pad(x, ((0, 0), (hl, hh), (wl, wh), (0, 0)))
+    return _taps(xp, w, k, 1, x.shape[1], x.shape[2])
+
+
+def _depthwise_s1_fwd(x, w, k):
+    return _depthwise_s1(x, w, k), (x, w)
+
+
+def _depthwise_s1_bwd(k, res, g):
+    x, w = res
+    b, h, wd, c = x.shape
+    (hl, hh), (wl, wh) = _same_pads(h, k, 1), _same_pads(wd, k, 1)
+    gp = jnp.pad(g, ((0, 0), (k - 1 - hl, k - 1 - hh), (k - 1 - wl, k - 1 - wh), (0, 0)))
+    gx = _taps(gp, w[::-1, ::-1], k, 1, h, wd)
+    xp = jnp.pad(x, ((0, 0), (hl, hh), (wl, wh), (0, 0)))
+    gw = jnp.stack(
+        [
+            jnp.stack(
+                [
+                    (jax.lax.slice(xp, (0, i, j, 0), (b, i + h, j + wd, c)) * g).sum((0, 1, 2))
+                    for j in range(k)
+                ]
+            )
+            for i in range(k)
+        ]
+    )
+    return gx, gw.astype(w.dtype)
+
+
+_depthwise_s1.defvjp(_depthwise_s1_fwd, _depthwise_s1_bwd)
+
+
 class DepthwiseConv(nn.Module):
     """Depthwise k x k convolution (TF "SAME" padding, no bias) as k*k shifted multiply-adds.
 
@@ -128,8 +190,11 @@ class DepthwiseConv(nn.Module):
     same ``kernel`` parameter of shape ``(k, k, 1, C)``, but XLA's CPU backend runs
     grouped convolutions slowly: written as shifted slices the whole network's
     input gradient is about 4.6x faster on 2 CPU cores (forward values agree to
-    float rounding). The padding is TensorFlow's "SAME", as ``lax``'s: for a total pad
-    ``p`` along an axis, ``p // 2`` before and the rest after.
+    float rounding). Stride-1 layers also get a hand-written backward pass
+    (:func:`_depthwise_s1`, another ~1.5x); being a ``jax.custom_vjp``, it supports
+    reverse-mode differentiation (any order) but not forward mode (``jax.jvp``,
+    ``jax.jacfwd``) through those layers. The padding is TensorFlow's "SAME", as
+    ``lax``'s: for a total pad ``p`` along an axis, ``p // 2`` before and the rest after.
     """
 
     features: int
@@ -140,20 +205,13 @@ class DepthwiseConv(nn.Module):
     def __call__(self, x: jax.Array) -> jax.Array:
         k, s = self.kernel, self.stride
         w = self.param("kernel", nn.initializers.lecun_normal(), (k, k, 1, self.features), jnp.float32)
-        w = w.astype(x.dtype)
-        b, h, wd, c = x.shape
-        oh, ow = -(-h // s), -(-wd // s)
-        ph, pw = max((oh - 1) * s + k - h, 0), max((ow - 1) * s + k - wd, 0)
-        xp = jnp.pad(x, ((0, 0), (ph // 2, ph - ph // 2), (pw // 2, pw - pw // 2), (0, 0)))
-        out = None
-        for i in range(k):
-            for j in range(k):
-                tap = jax.lax.slice(
-                    xp, (0, i, j, 0), (b, i + (oh - 1) * s + 1, j + (ow - 1) * s + 1, c), (1, s, s, 1)
-                )
-                term = tap * w[i, j, 0]
-                out = term if out is None else out + term
-        return out
+        w = w[:, :, 0].astype(x.dtype)
+        if s == 1:
+            return _depthwise_s1(x, w, k)
+        _, h, wd, _ = x.shape
+        (hl, hh), (wl, wh) = _same_pads(h, k, s), _same_pads(wd, k, s)
+        xp = jnp.pad(x, ((0, 0), (hl, hh), (wl, wh), (0, 0)))
+        return _taps(xp, w, k, s, -(-h // s), -(-wd // s))
 
 
 class PointwiseConv(nn.Module):
