@@ -206,12 +206,42 @@ def render() -> str:
         )
         out.append(speed.markdown([speed.Timing(**r) for r in spd["rows"]]))
         out.append("")
+        base = _load("speed_baseline")
+        if base:
+            out.append(before_after(base, spd))
     if opt:
         out.append(opt.get("markdown", ""))
     tail = HERE / "RESULTS_TAIL.md"
     if tail.exists():
         out.append(tail.read_text())
     return "\n".join(out)
+
+
+def before_after(base: dict, now: dict) -> str:
+    """The jaxsal/Captum ratio of each workload in the stored baseline run and now."""
+    from benchmarks import speed
+
+    def key(r):
+        return (r["model"], r["method"], r["batch"])
+
+    old = {key(r): speed.Timing(**r) for r in base["rows"]}
+    lines = [
+        f"### Before and after the speed work\n\nBaseline: `results/speed_baseline.json`, the first full speed "
+        f"run ({base['env']['date']}), before any change made for speed; after: the table above. Ratios "
+        "are taken within each run (both libraries timed interleaved), so they compare across runs better "
+        "than raw times on this shared machine.\n",
+        "| model | method | B | jaxsal ms before | jaxsal ms after | jaxsal/Captum before | jaxsal/Captum after |",
+        "| --- | --- | ---: | ---: | ---: | ---: | ---: |",
+    ]
+    for r in (speed.Timing(**r) for r in now["rows"]):
+        o = old.get((r.model, r.method, r.batch))
+        if o is None:
+            continue
+        lines.append(
+            f"| {r.model} | {r.method} | {r.batch} | {o.jaxsal_ms:.1f} | {r.jaxsal_ms:.1f} | "
+            f"{o.ratio:.2f} | **{r.ratio:.2f}** |"
+        )
+    return "\n".join(lines) + "\n"
 
 
 def main(argv=None) -> int:
