@@ -467,10 +467,7 @@ def with_relu_rule(f: Callable, rule: Rule, *, warn_if_missing: bool = True) -> 
 
     @functools.wraps(f)
     def wrapped(*args):
-        flat, tree = jax.tree_util.tree_flatten(args)
-        closed, out_shape = jax.make_jaxpr(
-            lambda *a: f(*jax.tree_util.tree_unflatten(tree, a)), return_shape=True
-        )(*flat)
+        closed, flat, out_tree = _trace(f, args)
         if warn_if_missing and count_relus(closed.jaxpr) == 0:
             warnings.warn(
                 f"jaxsal: no ReLU found in the model, so the {rule!r} rule changes nothing and the "
@@ -480,9 +477,18 @@ def with_relu_rule(f: Callable, rule: Rule, *, warn_if_missing: bool = True) -> 
                 stacklevel=2,
             )
         outs = eval_with_rule(closed.jaxpr, closed.consts, *flat, rule=rule)
-        return jax.tree_util.tree_unflatten(jax.tree_util.tree_structure(out_shape), outs)
+        return jax.tree_util.tree_unflatten(out_tree, outs)
 
     return wrapped
+
+
+def _trace(f: Callable, args: tuple):
+    """``(closed_jaxpr, flat_args, out_treedef)`` of ``f(*args)``."""
+    flat, tree = jax.tree_util.tree_flatten(args)
+    closed, out_shape = jax.make_jaxpr(
+        lambda *a: f(*jax.tree_util.tree_unflatten(tree, a)), return_shape=True
+    )(*flat)
+    return closed, flat, jax.tree_util.tree_structure(out_shape)
 
 
 def with_fast_max_pool(f: Callable) -> Callable:
@@ -495,13 +501,11 @@ def with_fast_max_pool(f: Callable) -> Callable:
 
     @functools.wraps(f)
     def wrapped(*args):
-        flat, tree = jax.tree_util.tree_flatten(args)
-        closed, out_shape = jax.make_jaxpr(
-            lambda *a: f(*jax.tree_util.tree_unflatten(tree, a)), return_shape=True
-        )(*flat)
+        closed, flat, out_tree = _trace(f, args)
         if not count_max_pools(closed.jaxpr):
             return f(*args)
-        outs = eval_with_rule(closed.jaxpr, closed.consts, *flat, rule=None)
-        return jax.tree_util.tree_unflatten(jax.tree_util.tree_structure(out_shape), outs)
+        return jax.tree_util.tree_unflatten(
+            out_tree, eval_with_rule(closed.jaxpr, closed.consts, *flat, rule=None)
+        )
 
     return wrapped
