@@ -118,11 +118,13 @@ SPEED_PLAN = [
     ("small_cnn", dict(size=64), ONE_PASS, (1, 16, 64)),
     ("small_cnn", dict(size=64), ["integrated_gradients", "smoothgrad"], (1, 16)),
     ("efficientnet_lite0", {}, ["vanilla_grad", "guided_backprop", "grad_cam", "guided_grad_cam"], (1, 16)),
+    ("efficientnet_lite0", {}, ["vanilla_grad", "grad_cam"], (64,)),
+    ("efficientnet_lite0", {}, ["integrated_gradients", "smoothgrad"], (1,)),
     ("vgg16", {}, ["vanilla_grad", "grad_cam"], (1,)),
 ]
-# Left out on this 2-core machine to keep the run near 15 minutes (Captum's EfficientNet-Lite0
-# backward alone takes seconds per image here): EfficientNet B=64, IG/SmoothGrad on the big
-# models, VGG-16 beyond B=1. `python -m benchmarks.gpu` runs them on a GPU.
+# Left out on this 2-core machine to keep the run near 15 minutes: EfficientNet-Lite0 B=64 for
+# the other methods, IG/SmoothGrad at B>1 on the big models, VGG-16 beyond B=1 (its backward
+# pass alone takes ~0.25 s per image here). `python -m benchmarks.gpu` runs them on a GPU.
 QUICK_PLAN = [("small_cnn", dict(size=16), ONE_PASS + ["integrated_gradients", "smoothgrad"], (1, 4))]
 
 
