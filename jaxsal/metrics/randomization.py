@@ -227,6 +227,11 @@ _INIT_ERROR = (
 )
 
 
+def _check_init(init: Init) -> None:
+    if not (callable(init) or init in ("initializer", "normal", "shuffle")):
+        raise ValueError(_INIT_ERROR.format(init=init))
+
+
 def _fresh_variables(module: Any, x: Any, key: Array, apply_kwargs: Mapping | None) -> Any:
     if module is None or x is None:
         raise ValueError(
@@ -264,8 +269,7 @@ def randomize_layers(
     order = _check_order(order if order is not None else layers, variables, collection)
     layers = _check_order(layers, variables, collection)
     params, nested = _params(variables, collection)
-    if not (callable(init) or init in ("initializer", "normal", "shuffle")):
-        raise ValueError(_INIT_ERROR.format(init=init))
+    _check_init(init)
     if init == "initializer":
         return _take_fresh(variables, _fresh_variables(module, x, key, apply_kwargs), layers, collection)
 
@@ -293,7 +297,7 @@ def randomize_layers(
 
 def _take_fresh(variables: Any, fresh: Any, layers: Sequence[str], collection: str) -> Any:
     """``variables`` with the subtrees of ``layers`` taken from ``fresh``, in every collection."""
-    nested = collection in variables and isinstance(variables[collection], Mapping)
+    _, nested = _params(variables, collection)
     if not nested:
         fresh = fresh[collection]
 
@@ -398,8 +402,7 @@ def model_parameter_randomization(
     if not steps or any(not 1 <= s <= n for s in steps):
         raise ValueError(f"steps must be counts of layers between 1 and len(order) = {n}; got {steps}.")
     init_key, attr_key = jax.random.fold_in(key, 0), jax.random.fold_in(key, 1)
-    if not (callable(init) or init in ("initializer", "normal", "shuffle")):
-        raise ValueError(_INIT_ERROR.format(init=init))
+    _check_init(init)
     if init == "initializer":
         fresh = _fresh_variables(module, x, init_key, None)
 
