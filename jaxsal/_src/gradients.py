@@ -117,6 +117,7 @@ register(
         _FAMILY,
         "Gradient×Input",
         "Shrikumar et al. 2016",
+        signed=True,
         captum="InputXGradient",
     )
 )

@@ -223,6 +223,7 @@ register(
         "path",
         "Integrated Gradients",
         "Sundararajan et al. 2017",
+        signed=True,
         fast={"steps": 8},
         captum="IntegratedGradients",
     )

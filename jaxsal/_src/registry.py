@@ -31,6 +31,9 @@ class Method:
       stochastic: whether the returned ``attr`` needs a ``key``.
       output: ``"input"`` (shaped like ``x``) or ``"layer"`` (``(B, h, w)`` at the
         probed layer's resolution).
+      signed: whether the sign of the attribution carries meaning (drawn with a
+        diverging colour map, e.g. Integrated Gradients), rather than only its
+        magnitude (drawn as ``|R|``).
       fast: hyper-parameters small enough for the unit tests (e.g. ``steps=8``).
       captum: the Captum class with the same definition, if any (for parity).
     """
@@ -43,6 +46,7 @@ class Method:
     paper: str
     stochastic: bool = False
     output: Literal["input", "layer"] = "input"
+    signed: bool = False
     fast: Mapping[str, Any] = dataclasses.field(default_factory=dict)
     captum: str | None = None
 
