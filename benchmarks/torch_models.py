@@ -1,6 +1,6 @@
 """PyTorch twins of the Flax models the benchmarks explain.
 
-* :class:`SmallCNN` -- the same small CNN as :class:`benchmarks.flax_models.SmallCNN`.
+* :class:`ParityCNN` -- the same small CNN as :class:`benchmarks.flax_models.ParityCNN`.
 * :class:`EfficientNetLite0` -- EfficientNet-Lite0 (Tan & Le 2019, the "lite" variant:
   ReLU6, no squeeze-excite, fixed 32-channel stem and 1280-channel head) with the
   parameter names of the ``efficientnet_pytorch`` project, so the state_dict shipped by
@@ -34,7 +34,7 @@ from torch import nn
 # ----------------------------------------------------------------------------- small CNN
 
 
-class SmallCNN(nn.Module):
+class ParityCNN(nn.Module):
     """conv(8)-relu-conv(16)-relu-maxpool-conv(32)-relu-avgpool-flatten-fc(32)-relu-fc(C).
 
     Input NCHW ``(B, 3, S, S)`` with ``S`` divisible by 4. ``conv3`` is the Grad-CAM layer.

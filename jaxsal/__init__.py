@@ -4,8 +4,11 @@ Every method is a factory ``method(f, **hyper) -> attr`` with
 ``attr(x, target=None, *, key=None) -> attributions``. See ``jaxsal._src.contract``.
 """
 
-from jaxsal import flax, metrics
+import importlib as _importlib
+
+from jaxsal._src.at_layer import AtLayer, at_layer
 from jaxsal._src.cam import (
+    cam,
     eigen_cam,
     grad_cam,
     grad_cam_pp,
@@ -15,8 +18,10 @@ from jaxsal._src.cam import (
     score_cam,
     xgrad_cam,
 )
-from jaxsal._src.contract import Attribution
+from jaxsal._src.contract import Attribution, attribution
 from jaxsal._src.gradients import deconvnet, grad_x_input, guided_backprop, vanilla_grad
+from jaxsal._src.interpreter import Matcher, Unit, backward_rule, find_units, interpret
+from jaxsal._src.layer import layer_grad_x_activation, layer_integrated_gradients
 from jaxsal._src.path import Completeness, completeness_gap, integrated_gradients, quadrature
 from jaxsal._src.probe import Probe, probe
 from jaxsal._src.registry import Method, get_method, methods
@@ -26,8 +31,34 @@ from jaxsal._src.smoothing import noise_sigma, smoothgrad, smoothgrad_sq, vargra
 
 __version__ = "0.1.0"
 
+# Subpackages load on first use (``jaxsal.metrics``, ``jaxsal.flax``, ...), so that
+# ``import jaxsal`` imports no optax, matplotlib, scikit-learn or scikit-image.
+_SUBMODULES = ("datasets", "flax", "matchers", "metrics", "models", "viz")
+
+
+def __getattr__(name: str):
+    if name in _SUBMODULES:
+        return _importlib.import_module(f"jaxsal.{name}")
+    raise AttributeError(f"module 'jaxsal' has no attribute {name!r}")
+
+
+def __dir__() -> list[str]:
+    return sorted(set(globals()) | set(_SUBMODULES))
+
+
 __all__ = [
+    "Matcher",
+    "Unit",
+    "backward_rule",
+    "find_units",
+    "interpret",
+    "AtLayer",
     "Attribution",
+    "at_layer",
+    "attribution",
+    "cam",
+    "layer_grad_x_activation",
+    "layer_integrated_gradients",
     "Probe",
     "eigen_cam",
     "flax",

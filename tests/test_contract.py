@@ -8,6 +8,8 @@ key rules (deterministic: key ignored; stochastic: key required, reproducible).
 
 from __future__ import annotations
 
+import types
+
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -29,7 +31,9 @@ INPUT_INDEPENDENT = {"deconvnet"}
 def expected_shape(method, cnn):
     if method.output == "input":
         return cnn.x.shape
-    return (cnn.x.shape[0], 4, 4)  # the probed "features" layer of the small CNN
+    if method.output == "activation":
+        return (cnn.x.shape[0], 4, 4, 8)  # the probed "features" layer's activation
+    return (cnn.x.shape[0], 4, 4)  # a map at the "features" layer's resolution
 
 
 @pytest.mark.parametrize("method", METHODS, ids=IDS)
@@ -42,6 +46,43 @@ def test_jit_equals_eager_shape_and_dtype(method, cnn):
     assert bool(jnp.all(jnp.isfinite(eager)))
     assert float(jnp.max(jnp.abs(eager))) > 0, "an all-zero map cannot be checked"
     np.testing.assert_allclose(jitted, eager, **tol(eager.dtype))
+
+
+@pytest.fixture(params=["float32", "float64", "bfloat16"])
+def typed_cnn(request, cnn):
+    """The small CNN with its variables and input cast to one dtype (float64 under x64)."""
+    dtype = jnp.dtype(request.param)
+    with jax.enable_x64(dtype == jnp.float64):
+        variables = jax.tree.map(lambda a: a.astype(dtype), cnn.variables)
+        yield types.SimpleNamespace(
+            module=cnn.module,
+            variables=variables,
+            x=cnn.x.astype(dtype),
+            f=lambda inp: cnn.module.apply(variables, inp),
+            layer=cnn.layer,
+        )
+
+
+# float64 against float32: the same network in two precisions (float32 rounding only).
+F64_VS_F32 = dict(rtol=2e-4, atol=2e-5)
+
+
+@pytest.mark.parametrize("method", METHODS, ids=IDS)
+def test_every_dtype(method, typed_cnn, cnn):
+    """float32, float64 and bfloat16: the input's dtype out, jit == eager at that dtype's
+    tolerance, and (deterministic methods) float64 equal to float32 to float32 rounding."""
+    x = typed_cnn.x
+    attr = build(method, typed_cnn)
+    eager = attr(x, TARGET, key=KEY)
+    jitted = jax.jit(lambda x, t, k: attr(x, t, key=k))(x, TARGET, KEY)
+    assert eager.dtype == x.dtype and jitted.dtype == x.dtype
+    assert eager.shape == expected_shape(method, cnn)
+    assert bool(jnp.all(jnp.isfinite(eager)))
+    np.testing.assert_allclose(np.asarray(jitted, np.float64), np.asarray(eager, np.float64), **tol(x.dtype))
+    if x.dtype == jnp.float64 and not method.stochastic:  # noise draws depend on the dtype
+        ref = build(method, cnn)(cnn.x, TARGET, key=KEY)
+        scale = float(jnp.max(jnp.abs(ref)))
+        np.testing.assert_allclose(eager / scale, ref / scale, **F64_VS_F32)
 
 
 @pytest.mark.parametrize("method", METHODS, ids=IDS)

@@ -6,21 +6,27 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
+from conftest import FAST
 
 import jaxsal
 
 W = jnp.ones((4, 3))
 F = lambda x: x @ W  # noqa: E731
 X = jnp.ones((2, 4))
-INPUT_METHODS = {
-    "vanilla_grad": jaxsal.vanilla_grad,
-    "grad_x_input": jaxsal.grad_x_input,
-    "guided_backprop": jaxsal.guided_backprop,
-    "integrated_gradients": lambda f: jaxsal.integrated_gradients(f, steps=2),
-    "smoothgrad": lambda f: (lambda a: lambda x, t=None: a(x, t, key=jax.random.key(0)))(
-        jaxsal.smoothgrad(jaxsal.vanilla_grad(f), n=2)
-    ),
-}
+
+
+def _maker(method):
+    """``f -> attr(x, t)`` for a registered input method (stochastic ones get a fixed key)."""
+
+    def make(f):
+        attr = method.build(f, **FAST.get(method.name, {}))
+        return (lambda x, t=None: attr(x, t, key=jax.random.key(0))) if method.stochastic else attr
+
+    return make
+
+
+# Every registered method that takes the model f, from the registry.
+INPUT_METHODS = {m.name: _maker(m) for m in jaxsal.methods(takes="f").values()}
 
 
 @pytest.fixture(params=list(INPUT_METHODS))

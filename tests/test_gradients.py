@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import warnings
+from collections.abc import Callable
 
 import flax.linen as nn
 import jax
@@ -64,7 +65,7 @@ def test_plain_vanilla_grad_matches_seed_for_library_relus(spelling):
 
 def test_relu6_forward_mask_is_open_interval():
     x = jnp.array([[-1.0, 0.0, 3.0, 6.0, 7.0]])
-    f = lambda v: jnp.sum(jax.nn.relu6(v) * jnp.array([1.0, 1.0, -1.0, 1.0, 1.0]))[None, None]  # noqa: E731
+    f = lambda v: jnp.sum(jax.nn.relu6(v) * jnp.array([[1.0, 1.0, -1.0, 1.0, 1.0]]))[None, None]  # noqa: E731
     np.testing.assert_array_equal(jaxsal.guided_backprop(f)(x, 0), [[0, 0, 0, 0, 0]])
     np.testing.assert_array_equal(jaxsal.deconvnet(f)(x, 0), [[1, 1, 0, 1, 1]])
     np.testing.assert_array_equal(
@@ -87,7 +88,7 @@ def test_linear_closed_forms(linear, t):
     w, x, f = linear
     expected = jnp.broadcast_to(w[:, t], x.shape)
     np.testing.assert_allclose(jaxsal.vanilla_grad(f)(x, t), expected, rtol=1e-6)
-    np.testing.assert_allclose(jaxsal.grad_x_input(f)(x, t), x * w[:, t], rtol=1e-6)
+    np.testing.assert_allclose(jaxsal.grad_x_input(f)(x, t), x * w[:, t][None], rtol=1e-6)
 
 
 def test_per_example_targets_and_callable(linear):
@@ -139,8 +140,8 @@ def _twin_relu(rule):
 
     def bwd(x, g):
         if rule == "deconvnet":
-            return (g * (g > 0),)
-        return (g * (x > 0) * (g > 0),)
+            return (jnp.where(g > 0, g, 0.0),)
+        return (jnp.where((x > 0) & (g > 0), g, 0.0),)
 
     relu.defvjp(fwd, bwd)
     return relu
@@ -271,3 +272,64 @@ def test_readme_jit_pattern_takes_variables_as_an_argument(cnn):
     np.testing.assert_allclose(
         b, jaxsal.guided_backprop(lambda v: cnn.module.apply(scaled, v))(cnn.x, y), rtol=1e-5, atol=1e-7
     )
+
+
+# ----------------------------------------------------------------------------- numerical clamps, dtypes
+
+
+class _Transformerish(nn.Module):
+    """Dense - LayerNorm - act - tanh - LayerNorm - Dense; LayerNorm's fast variance holds
+    max(0, E[x²] − E[x]²). ``act=None`` is GELU (a model with no ReLU)."""
+
+    act: Callable | None = None
+
+    @nn.compact
+    def __call__(self, x):
+        h = nn.LayerNorm(name="ln1")(nn.Dense(8, name="fc1")(x))
+        h = nn.gelu(h) if self.act is None else self.act(h)
+        h = nn.LayerNorm(name="ln2")(jnp.tanh(nn.Dense(8, name="fc2")(h)))
+        return nn.Dense(3, name="head")(h)
+
+
+@pytest.mark.parametrize("rule", ["deconvnet", "guided"])
+def test_layernorm_clamp_is_not_a_relu(rule):
+    x = jax.random.normal(jax.random.key(5), (2, 5))
+    m = _Transformerish()
+    v = m.init(jax.random.key(6), x)
+    f = lambda z: m.apply(v, z)  # noqa: E731
+    with pytest.warns(UserWarning, match="no ReLU found"):
+        got = jax.jit(METHOD_OF_RULE[rule](f))(x, 1)
+    np.testing.assert_array_equal(got, jax.jit(jaxsal.vanilla_grad(f))(x, 1))
+
+
+@pytest.mark.parametrize("rule", ["deconvnet", "guided"])
+def test_relus_next_to_layernorm_are_rewritten_and_the_clamp_left_alone(rule):
+    x = jax.random.normal(jax.random.key(7), (3, 5))
+    m = _Transformerish(act=nn.relu)
+    v = m.init(jax.random.key(8), x)
+    f = lambda z: m.apply(v, z)  # noqa: E731
+    twin = lambda z: _Transformerish(act=_twin_relu(rule)).apply(v, z)  # noqa: E731
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        got = jax.jit(METHOD_OF_RULE[rule](f))(x, 2)
+    np.testing.assert_allclose(got, jax.jit(jaxsal.vanilla_grad(twin))(x, 2), rtol=1e-5, atol=1e-7)
+    assert not np.allclose(got, jax.jit(jaxsal.vanilla_grad(f))(x, 2), atol=1e-6)
+
+
+@pytest.mark.parametrize("dtype", ["float16", "bfloat16", "float32", "float64"])
+@pytest.mark.parametrize("spelling", ["jax.nn.relu", "maximum(x, 0)", "clip(x, 0, 6)"])
+def test_relus_are_found_in_every_float_dtype(dtype, spelling):
+    from jaxsal._src.relu import count_relus
+
+    with jax.enable_x64(dtype == "float64"):
+        dt = jnp.dtype(dtype)
+        relu = SPELLINGS[spelling]
+        assert count_relus(jax.make_jaxpr(relu)(jnp.ones(3, dt)).jaxpr) == 1
+        f = lambda x: jnp.sum(UPSTREAM.astype(dt) * relu(x[0]))[None, None]  # noqa: E731
+        for rule in ("deconvnet", "guided"):
+            with warnings.catch_warnings():
+                warnings.simplefilter("error")
+                got = METHOD_OF_RULE[rule](f)(PRE.astype(dt)[None], 0)[0]
+            assert got.dtype == dt
+            want = jnp.asarray(SEED[rule], jnp.float32).astype(dt)  # UPSTREAM rounded to dt
+            np.testing.assert_array_equal(np.asarray(got, np.float32), np.asarray(want, np.float32))

@@ -1,4 +1,4 @@
-"""The elementwise max-pool derivative that every gradient method uses (relu_rules.py).
+"""The elementwise max-pool derivative that every gradient method uses (max_pool.py).
 
 XLA differentiates ``reduce_window`` max through ``select_and_scatter``, slow on CPU;
 jaxsal re-evaluates non-overlapping max-pools with an elementwise derivative. These
@@ -14,7 +14,7 @@ import numpy as np
 import pytest
 
 import jaxsal
-from jaxsal._src.relu_rules import _max_pool, count_max_pools, with_fast_max_pool
+from jaxsal._src.max_pool import _max_pool, count_max_pools, with_fast_max_pool
 
 
 def _xla_pool(window, strides=None, padding="VALID"):
@@ -80,12 +80,17 @@ def test_second_order_and_vmap():
     np.testing.assert_array_equal(jax.vmap(jax.grad(f))(xs), jax.vmap(jax.grad(ref))(xs))
 
 
+def _avg_pool(z):
+    with jax.numpy_dtype_promotion("standard"):  # flax divides by an int64 window size
+        return nn.avg_pool(z, (2, 2), (2, 2))
+
+
 @pytest.mark.parametrize(
     "pool",
     [
         lambda z: nn.max_pool(z, (3, 3), (2, 2)),  # overlapping windows
         lambda z: nn.max_pool(z, (2, 2), (2, 2), padding="SAME"),
-        lambda z: nn.avg_pool(z, (2, 2), (2, 2)),
+        lambda z: _avg_pool(z),
         lambda z: jax.lax.reduce_window(z, -jnp.inf, jax.lax.max, (1, 1, 1, 1), (1, 1, 1, 1), "VALID"),
     ],
     ids=["overlapping", "padded", "avg", "window-1"],
@@ -108,3 +113,15 @@ def test_found_inside_jit_and_scan():
     fast = with_fast_max_pool(scanned)
     assert "select_and_scatter" not in str(jax.make_jaxpr(jax.grad(fast))(x))
     np.testing.assert_array_equal(jax.grad(fast)(x), jax.grad(scanned)(x))
+
+
+def test_compatibility_module_re_exports_the_same_objects():
+    from jaxsal._src import max_pool, relu, relu_rules
+
+    assert relu_rules._max_pool is max_pool._max_pool
+    assert relu_rules.with_fast_max_pool is max_pool.with_fast_max_pool
+    assert relu_rules.with_relu_rule is relu.with_relu_rule and relu_rules.RULES == relu.RULES
+    x = jax.random.normal(jax.random.key(5), (1, 4, 4, 2))
+    closed = jax.make_jaxpr(_cnn)(x)
+    out = relu_rules.eval_with_rule(closed.jaxpr, closed.consts, x, rule="guided")
+    np.testing.assert_array_equal(out[0], _cnn(x))

@@ -6,16 +6,15 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
+from jaxsal.datasets import synthetic_shapes
 from jaxsal.metrics import (
-    SmallCNN,
     layer_names,
     model_parameter_randomization,
     randomize_layers,
-    synthetic_shapes,
-    train_classifier,
 )
+from jaxsal.models import ShapesCNN, train_classifier
 
-MODEL = SmallCNN(num_classes=4, features=(4, 8))
+MODEL = ShapesCNN(num_classes=4, features=(4, 8))
 
 
 def _grad_attr(variables):
@@ -207,7 +206,7 @@ def test_unknown_layer_names_error_lists_available(setup):
         )
     with pytest.raises(ValueError, match="init must be"):
         randomize_layers(variables, ["head"], key=jax.random.key(0), init="zeros")
-    wrong = SmallCNN(num_classes=4, features=(4, 16))  # conv1 has 16 channels here, 8 in variables
+    wrong = ShapesCNN(num_classes=4, features=(4, 16))  # conv1 has 16 channels here, 8 in variables
     with pytest.raises(ValueError, match=r"shapes .* pass the module the variables belong to"):
         randomize_layers(variables, ["conv1"], key=jax.random.key(0), module=wrong, x=data.images[:1])
 
@@ -221,7 +220,8 @@ def _grad_factory(f):
 
 def test_data_randomization_runs():
     pytest.importorskip("sklearn")
-    from jaxsal.metrics import data_randomization, load_digits
+    from jaxsal.datasets import load_digits
+    from jaxsal.metrics import data_randomization
 
     images, labels = load_digits()
     assert images.shape == (1797, 8, 8, 1) and float(images.min()) >= -0.5 and float(images.max()) <= 0.5

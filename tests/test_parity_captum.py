@@ -21,7 +21,7 @@ if _ROOT not in sys.path:
     sys.path.insert(0, _ROOT)
 
 from benchmarks import cases, parity  # noqa: E402
-from benchmarks.torch_models import SmallCNN  # noqa: E402
+from benchmarks.torch_models import ParityCNN  # noqa: E402
 from benchmarks.weights import conv_to_flax, conv_to_torch, dense_to_flax, dense_to_torch, flax_to_torch  # noqa: E402
 
 pytestmark = [pytest.mark.bench, pytest.mark.filterwarnings("ignore:Setting backward hooks")]
@@ -58,7 +58,7 @@ def test_layout_round_trips():
 
 def test_flax_to_torch_refuses_mismatched_shapes(case):
     with pytest.raises(ValueError, match="fc1|flatten_chw|layer count"):
-        flax_to_torch(case.variables, SmallCNN(size=32), {"fc1": (32, 8, 8)})
+        flax_to_torch(case.variables, ParityCNN(size=32), {"fc1": (32, 8, 8)})
 
 
 EXPECTED = {"Saliency", "InputXGradient", "Deconvolution", "GuidedBackprop", "LayerGradCam", "GuidedGradCam"}
@@ -75,7 +75,11 @@ def test_every_shared_method_is_covered(rows):
     assert registered <= covered, (
         f"registered methods with a Captum twin but no parity row: {registered - covered}"
     )
-    rules = {r.method.split('method="')[1].rstrip('")') for r in rows if "integrated_gradients" in r.method}
+    rules = {
+        r.method.split('method="')[1].rstrip('")')
+        for r in rows
+        if r.method.startswith("integrated_gradients")
+    }
     assert rules == set(parity.IG_RULES)
 
 

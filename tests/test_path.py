@@ -70,9 +70,9 @@ def test_linear_model_ig_is_exact_for_every_rule(method):
     x = jax.random.normal(jax.random.key(1), (5, 6))
     base = jax.random.normal(jax.random.key(2), (6,))
     f = lambda v: v @ w  # noqa: E731
-    for baseline, b in ((None, 0.0), (base, base)):
+    for baseline, b in ((None, jnp.zeros((1, 6))), (base, base[None])):
         ig = jaxsal.integrated_gradients(f, baseline=baseline, steps=5, method=method)
-        np.testing.assert_allclose(ig(x, 2), (x - b) * w[:, 2], rtol=2e-5, atol=1e-6)
+        np.testing.assert_allclose(ig(x, 2), (x - b) * w[:, 2][None], rtol=2e-5, atol=1e-6)
 
 
 def test_quadratic_model_needs_the_right_rule():

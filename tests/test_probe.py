@@ -165,12 +165,9 @@ def test_linen_shared_layer_needs_call_index(data):
     kernel = v["params"]["shared"]
 
     def conv(x):
-        return (
-            jax.lax.conv_general_dilated(
-                x, kernel["kernel"], (1, 1), "SAME", dimension_numbers=("NHWC", "HWIO", "NHWC")
-            )
-            + kernel["bias"]
-        )
+        return jax.lax.conv_general_dilated(
+            x, kernel["kernel"], (1, 1), "SAME", dimension_numbers=("NHWC", "HWIO", "NHWC")
+        ) + kernel["bias"].reshape(1, 1, 1, -1)
 
     def head(h):
         return nn.Dense(CLASSES).apply({"params": v["params"]["head"]}, nn.relu(h).mean(axis=(1, 2)))
@@ -342,3 +339,63 @@ def test_layer_gradient_closed_form():
     assert isinstance(p, Probe) and scores.shape == (2, CLASSES)
     np.testing.assert_allclose(a, jnp.tanh(x[..., :2]), **TOL)
     np.testing.assert_allclose(g, jnp.stack([w[..., 0], w[..., 3]]), **TOL)
+
+
+# ----------------------------------------------------------------------------- lifted transforms
+
+
+class _Block(nn.Module):
+    @nn.compact
+    def __call__(self, x):
+        return nn.relu(nn.Conv(4, (3, 3), name="conv")(x))
+
+
+class _RematNet(nn.Module):
+    remat: bool = True
+
+    @nn.compact
+    def __call__(self, x):
+        x = (nn.remat(_Block) if self.remat else _Block)(name="block")(x)
+        return nn.Dense(CLASSES, name="head")(x.mean(axis=(1, 2)))
+
+
+class _ScanBody(nn.Module):
+    @nn.compact
+    def __call__(self, c, _):
+        return _Block(name="inner")(c), None
+
+
+class _ScanNet(nn.Module):
+    @nn.compact
+    def __call__(self, x):
+        x = nn.Conv(4, (1, 1), name="stem")(x)
+        stack = nn.scan(_ScanBody, variable_axes={"params": 0}, split_rngs={"params": True}, length=2)
+        x, _ = stack(name="stack")(x, None)
+        return nn.Dense(CLASSES, name="head")(x.mean(axis=(1, 2)))
+
+
+@pytest.mark.parametrize("layer", ["block", "block/conv"])
+def test_linen_probe_inside_remat_equals_the_plain_model(data, layer):
+    remat, plain = _RematNet(), _RematNet(remat=False)
+    v = jax.jit(remat.init)(jax.random.key(0), data)
+    want = jax.jit(grad_cam(jaxsal.flax.probe(plain, v, layer)))(data, 1)
+    assert float(jnp.max(want)) > 0
+    attr = grad_cam(jaxsal.flax.probe(remat, v, layer))
+    np.testing.assert_allclose(jax.jit(attr)(data, 1), want, **TOL)
+    if layer == "block":
+        np.testing.assert_allclose(attr(data, 1), want, **TOL)  # eager too
+
+
+@pytest.fixture(scope="module")
+def scan_model(data):
+    model = _ScanNet()
+    return model, jax.jit(model.init)(jax.random.key(0), data)
+
+
+@pytest.mark.parametrize("layer", ["stack", "stack/inner", "stack/inner/conv"])
+def test_linen_probe_inside_scan_is_refused_with_the_transform_named(scan_model, data, layer):
+    model, v = scan_model
+    with pytest.raises(ValueError, match=rf"'{layer}' runs inside nn\.scan \(module 'stack'\).*outside"):
+        jax.eval_shape(grad_cam(jaxsal.flax.probe(model, v, layer)), data)
+    if layer == "stack":  # a layer outside the scan is fine
+        assert jax.jit(grad_cam(jaxsal.flax.probe(model, v, "stem")))(data).shape == (B, H, W)

@@ -47,7 +47,7 @@ def test_wrappers_equal_naive_loop(setup, wrapper, reduce):
 
 
 @pytest.mark.parametrize(
-    "wrapper, batch_size",
+    "wrapper, copies",
     [
         (jaxsal.smoothgrad, 1),
         (jaxsal.smoothgrad, 4),
@@ -56,12 +56,46 @@ def test_wrappers_equal_naive_loop(setup, wrapper, reduce):
         (jaxsal.vargrad, 6),
     ],
 )
-def test_chunking_does_not_change_the_result(setup, wrapper, batch_size):
+def test_chunking_does_not_change_the_result(setup, wrapper, copies):
     f, x, t = setup
     attr = jaxsal.grad_x_input(f)
     full = jax.jit(wrapper(attr, n=6))(x, t, key=KEY)
-    chunked = jax.jit(wrapper(attr, n=6, batch_size=batch_size))(x, t, key=KEY)
+    # batch_size counts rows: `copies` noisy copies of the batch per model call
+    chunked = jax.jit(wrapper(attr, n=6, batch_size=copies * x.shape[0]))(x, t, key=KEY)
     np.testing.assert_allclose(chunked, full, rtol=1e-5, atol=1e-9)
+
+
+def max_rows(fn, *args, primitive="tanh"):
+    """The most rows any ``primitive`` op of ``fn``'s jaxpr sees (all axes but the last)."""
+
+    def walk(jaxpr):
+        for eqn in jaxpr.eqns:
+            if eqn.primitive.name == primitive:
+                yield int(np.prod(eqn.invars[0].aval.shape[:-1]))
+            for v in eqn.params.values():
+                for sub in v if isinstance(v, (tuple, list)) else (v,):
+                    if hasattr(sub, "eqns") or hasattr(sub, "jaxpr"):
+                        yield from walk(getattr(sub, "jaxpr", sub))
+
+    return max(walk(jax.make_jaxpr(fn)(*args).jaxpr))
+
+
+@pytest.mark.parametrize("batch_size", [1, 2, 4, 5, 7, None])
+@pytest.mark.parametrize("wrapper", [jaxsal.smoothgrad, jaxsal.vargrad])
+def test_batch_size_bounds_rows_per_model_call(wrapper, batch_size):
+    """At most batch_size rows reach the model per call, even below one copy of the batch; same result."""
+    w = jax.random.normal(jax.random.key(3), (12, 4))
+    f = lambda x: jnp.tanh(x.reshape(x.shape[0], -1)) @ w  # noqa: E731
+    x = jax.random.normal(jax.random.key(4), (3, 2, 2, 3))
+    t = jnp.array([0, 3, 1])
+    full = wrapper(jaxsal.vanilla_grad(f), n=5)
+    chunked = wrapper(jaxsal.vanilla_grad(f), n=5, batch_size=batch_size)
+    run = lambda attr: lambda x: attr(x, t, key=KEY)  # noqa: E731
+    expected = (
+        5 * 3 if batch_size is None else (batch_size if batch_size < 3 else 3 * min(5, batch_size // 3))
+    )
+    assert max_rows(run(chunked), x) == expected
+    np.testing.assert_allclose(run(chunked)(x), run(full)(x), rtol=1e-5, atol=1e-7)
 
 
 @pytest.mark.parametrize(
@@ -84,7 +118,9 @@ def test_noise_sigma_is_a_fraction_of_each_examples_range():
     # An "attribution" that returns its input exposes the noise: VarGrad is then sigma^2.
     identity = jaxsal._src.contract.attribution(lambda x, target=None, *, key=None: x, scores_fn=None)
     x = jnp.stack([jnp.linspace(0.0, 1.0, 64), jnp.linspace(-10.0, 30.0, 64)])  # ranges 1 and 40
-    var = jax.jit(jaxsal.vargrad(identity, n=4000, noise_level=0.1))(x, key=KEY)
+    var = jax.jit(jaxsal.vargrad(identity, n=4000, noise_level=0.1))(
+        x, 0, key=KEY
+    )  # no scores: explicit target
     np.testing.assert_allclose(var.mean(axis=1), [(0.1 * 1.0) ** 2, (0.1 * 40.0) ** 2], rtol=0.05)
     np.testing.assert_allclose(jaxsal.noise_sigma(x, 0.1)[:, 0], [0.1, 4.0], rtol=1e-6)
 

@@ -47,12 +47,13 @@ def test_input_gradient_penalty_trains_under_jit(method):
         # Ross et al. use the gradient of the summed log-probabilities.
         log_probs = lambda s: jnp.sum(jax.nn.log_softmax(s), axis=1)  # noqa: E731
         r = method(f)(x, log_probs)
-        return ce + 10.0 * jnp.mean(jnp.sum((mask * r) ** 2, axis=1))
+        return ce + 10.0 * jnp.mean(jnp.sum((mask[None] * r) ** 2, axis=1))
 
     def step(params, state, x, y):
         loss, grads = jax.value_and_grad(loss_fn)(params, x, y)
-        updates, state = opt.update(grads, state, params)
-        return optax.apply_updates(params, updates), state, loss
+        with jax.numpy_dtype_promotion("standard"):  # optax mixes Python floats and int32 counts
+            updates, state = opt.update(grads, state, params)
+            return optax.apply_updates(params, updates), state, loss
 
     state = opt.init(params)
     jstep = jax.jit(step)

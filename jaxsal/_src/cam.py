@@ -20,6 +20,7 @@ the input's resolution and the visualisation helpers to scale them.
 
 from __future__ import annotations
 
+import warnings
 from collections.abc import Callable
 
 import jax
@@ -27,6 +28,7 @@ import jax.numpy as jnp
 
 from jaxsal._src import contract
 from jaxsal._src.gradients import guided_backprop
+from jaxsal._src.numerics import safe_divide
 from jaxsal._src.probe import Probe, check_probe, layer_forward, layer_gradient
 from jaxsal._src.registry import Method, register
 from jaxsal._src.resize import upsample
@@ -35,27 +37,65 @@ Array = jax.Array
 Weights = Callable[[Array, Array], Array]
 
 
-def _safe_div(num: Array, den: Array) -> Array:
-    """``num / den`` where ``den != 0``, else 0 (with gradients that stay finite)."""
-    ok = den != 0
-    return jnp.where(ok, num / jnp.where(ok, den, 1), 0)
-
-
 def _combine(weights: Array, a: Array, relu: bool, dtype) -> Array:
     cam = jnp.sum(weights * a, axis=-1)
     return (jax.nn.relu(cam) if relu else cam).astype(dtype)
 
 
-def _gradient_cam(p: Probe, weights: Weights, relu: bool) -> contract.Attribution:
-    """The shared recipe: ``L = ReLU(sum_k weights(A, G) * A)``."""
-    check_probe(p)
+def cam(
+    probe: Probe, weights_fn: Weights, *, relu: bool = True, name: str | None = None
+) -> contract.Attribution:
+    r"""A gradient-weighted class activation map with your own channel weights.
+
+    .. math:: L_{ij} = \mathrm{ReLU}\Big(\sum_k w^k_{ij} A^k_{ij}\Big),
+       \qquad w = \texttt{weights\_fn}(A, G)
+
+    The recipe shared by Grad-CAM, Grad-CAM++, HiResCAM, XGrad-CAM and LayerCAM,
+    which differ only in ``weights_fn`` (as pytorch-grad-cam's CAM variants
+    override only ``get_cam_weights``). ``A`` is the probed layer's output
+    ``(B, h, w, K)`` and ``G = dy/dA`` the gradient of the explained score, both from
+    one forward and one backward pass.
+
+    Args:
+      probe: where to look, from :func:`jaxsal.flax.probe` or :func:`jaxsal.probe`.
+      weights_fn: ``weights_fn(A, G) -> w``, broadcasting against ``A``: ``(B, 1, 1,
+        K)`` for one weight per channel, ``(B, h, w, K)`` for one per position.
+      relu: apply the final ReLU.
+      name: the method's name in messages and metadata.
+
+    Returns:
+      ``attr(x, target=None, *, key=None) -> (B, h, w)``, raw.
+
+    Example (Grad-CAM, written as a user would)::
+
+      mean_grad = lambda a, g: g.mean(axis=(1, 2), keepdims=True)
+      attr = jaxsal.cam(probe, mean_grad)
+    """
+    check_probe(probe)
+    if not callable(weights_fn):
+        raise TypeError(
+            f"weights_fn must be a callable (A, G) -> weights broadcasting to A; got {type(weights_fn).__name__}."
+        )
+    name = name or getattr(weights_fn, "__name__", "cam")
 
     def attr(x, target=None, *, key=None):
         x = contract.check_input(x)
-        _, a, g = layer_gradient(p, x, target)
-        return _combine(weights(a, g), a, relu, x.dtype)
+        _, a, g = layer_gradient(probe, x, target)
+        w = weights_fn(a, g)
+        try:
+            jnp.broadcast_shapes(jnp.shape(w), a.shape)
+        except ValueError:
+            raise ValueError(
+                f"weights_fn returned shape {jnp.shape(w)}, which does not broadcast to the activations "
+                f"{a.shape}; return (B, 1, 1, K) or (B, h, w, K)."
+            ) from None
+        return _combine(w, a, relu, x.dtype)
 
-    return contract.attribution(attr, scores_fn=p.scores_fn)
+    return contract.Attribution(attr, probe.scores_fn, output="layer", name=name, hyper={"relu": relu})
+
+
+def _gradient_cam(p: Probe, weights: Weights, relu: bool, name: str) -> contract.Attribution:
+    return cam(p, weights, relu=relu, name=name)
 
 
 # ----------------------------------------------------------------------------- channel weights
@@ -67,7 +107,7 @@ def _grad_cam_weights(a: Array, g: Array) -> Array:
 
 def _grad_cam_pp_weights(a: Array, g: Array) -> Array:
     g2 = g * g
-    alpha = _safe_div(g2, 2 * g2 + jnp.sum(a, axis=(1, 2), keepdims=True) * g2 * g)
+    alpha = safe_divide(g2, 2 * g2 + jnp.sum(a, axis=(1, 2), keepdims=True) * g2 * g)
     return jnp.sum(alpha * jax.nn.relu(g), axis=(1, 2), keepdims=True)
 
 
@@ -76,7 +116,7 @@ def _hires_cam_weights(a: Array, g: Array) -> Array:
 
 
 def _xgrad_cam_weights(a: Array, g: Array) -> Array:
-    return jnp.sum(_safe_div(a, jnp.sum(a, axis=(1, 2), keepdims=True)) * g, axis=(1, 2), keepdims=True)
+    return jnp.sum(safe_divide(a, jnp.sum(a, axis=(1, 2), keepdims=True)) * g, axis=(1, 2), keepdims=True)
 
 
 def _layer_cam_weights(a: Array, g: Array) -> Array:
@@ -89,7 +129,7 @@ def _layer_cam_weights(a: Array, g: Array) -> Array:
 def grad_cam(probe: Probe, *, relu: bool = True) -> contract.Attribution:
     r"""Grad-CAM (Selvaraju, Cogswell, Das, Vedantam, Parikh & Batra 2017,
     "Grad-CAM: Visual Explanations from Deep Networks via Gradient-based
-    Localization", https://arxiv.org/abs/1610.02391), seed 7.2.3.
+    Localization", https://arxiv.org/abs/1610.02391).
 
     .. math::
 
@@ -115,7 +155,7 @@ def grad_cam(probe: Probe, *, relu: bool = True) -> contract.Attribution:
       p = jaxsal.flax.probe(model, variables, "backbone/conv3")
       heat = jaxsal.upsample(jax.jit(jaxsal.grad_cam(p))(images), images.shape[1:3])
     """
-    return _gradient_cam(probe, _grad_cam_weights, relu)
+    return _gradient_cam(probe, _grad_cam_weights, relu, "grad_cam")
 
 
 def grad_cam_pp(probe: Probe, *, relu: bool = True) -> contract.Attribution:
@@ -138,7 +178,7 @@ def grad_cam_pp(probe: Probe, *, relu: bool = True) -> contract.Attribution:
 
     Returns: ``attr(x, target=None, *, key=None) -> (B, h, w)``, raw.
     """
-    return _gradient_cam(probe, _grad_cam_pp_weights, relu)
+    return _gradient_cam(probe, _grad_cam_pp_weights, relu, "grad_cam_pp")
 
 
 def hires_cam(probe: Probe, *, relu: bool = True) -> contract.Attribution:
@@ -155,11 +195,11 @@ def hires_cam(probe: Probe, *, relu: bool = True) -> contract.Attribution:
 
     Returns: ``attr(x, target=None, *, key=None) -> (B, h, w)``, raw.
     """
-    return _gradient_cam(probe, _hires_cam_weights, relu)
+    return _gradient_cam(probe, _hires_cam_weights, relu, "hires_cam")
 
 
 def xgrad_cam(probe: Probe, *, relu: bool = True) -> contract.Attribution:
-    r"""XGrad-CAM (Fu, Hu, Xu, Zhao, Wang & Wang 2020, "Axiom-based Grad-CAM: Towards
+    r"""XGrad-CAM (Fu, Hu, Dong, Guo, Gao & Li 2020, "Axiom-based Grad-CAM: Towards
     Accurate Visualization and Explanation of CNNs", https://arxiv.org/abs/2008.02312).
 
     .. math::
@@ -173,7 +213,7 @@ def xgrad_cam(probe: Probe, *, relu: bool = True) -> contract.Attribution:
 
     Returns: ``attr(x, target=None, *, key=None) -> (B, h, w)``, raw.
     """
-    return _gradient_cam(probe, _xgrad_cam_weights, relu)
+    return _gradient_cam(probe, _xgrad_cam_weights, relu, "xgrad_cam")
 
 
 def layer_cam(probe: Probe, *, relu: bool = True) -> contract.Attribution:
@@ -191,7 +231,7 @@ def layer_cam(probe: Probe, *, relu: bool = True) -> contract.Attribution:
 
     Returns: ``attr(x, target=None, *, key=None) -> (B, h, w)``, raw.
     """
-    return _gradient_cam(probe, _layer_cam_weights, relu)
+    return _gradient_cam(probe, _layer_cam_weights, relu, "layer_cam")
 
 
 def score_cam(probe: Probe, *, batch_size: int = 32, relu: bool = True) -> contract.Attribution:
@@ -217,13 +257,14 @@ def score_cam(probe: Probe, *, batch_size: int = 32, relu: bool = True) -> contr
     ``target=None`` is resolved on the unmasked input. A callable target is applied
     to the softmax probabilities ``(B, C)``, not the raw scores.
 
-    Cost: ``K`` extra forward passes per example, run ``batch_size`` channels at a
-    time (one model call sees ``batch_size * B`` masked images; ``jax.lax.map``).
+    Cost: ``K`` extra forward passes per example: ``K * B`` masked images, at most
+    ``batch_size`` of them per model call (``jax.lax.map``).
 
     Args:
       probe: where to look; ``x`` must be images ``(B, H, W, C)``.
-      batch_size: channel masks per model call, ``>= 1`` (memory knob, like Captum's
-        ``internal_batch_size``); the result does not depend on it.
+      batch_size: at most this many masked images (rows) per model call, ``>= 1``
+        (memory knob, like Captum's ``internal_batch_size``); the result does not
+        depend on it.
       relu: apply the final ReLU.
 
     Returns: ``attr(x, target=None, *, key=None) -> (B, h, w)``, raw.
@@ -236,23 +277,36 @@ def score_cam(probe: Probe, *, batch_size: int = 32, relu: bool = True) -> contr
         if x.ndim != 4:
             raise ValueError(f"score_cam masks images: x must have shape (B, H, W, C); got shape {x.shape}.")
         scores, a = layer_forward(probe, x)
-        if target is None:
-            target = jnp.argmax(jax.lax.stop_gradient(scores), axis=1)
-        elif not callable(target):
-            contract.check_target(target, *scores.shape)
+        target = contract.resolve_target(scores, target)
+        b, k = x.shape[0], a.shape[-1]
+        # Row r = c * B + e: channel c's mask on example e.
+        maps = jnp.moveaxis(a, -1, 0).reshape((k * b,) + a.shape[1:3])
+        examples = jnp.tile(jnp.arange(b), k)
+        row_target = target
+        if not callable(target):
+            row_target = jnp.tile(jnp.broadcast_to(jnp.asarray(target), (b,)), k)
 
-        def channel_score(a_k):  # a_k: (B, h, w), one channel for every example
-            up = upsample(a_k, x.shape[1:3])
+        def row_score(row):  # one masked image
+            a_r, e, t = row
+            up = upsample(a_r[None], x.shape[1:3])
             lo = jnp.min(up, axis=(1, 2), keepdims=True)
             span = jnp.max(up, axis=(1, 2), keepdims=True) - lo
-            mask = _safe_div(up - lo, span)
-            probs = jax.nn.softmax(probe.scores_fn(x * mask[..., None].astype(x.dtype)), axis=-1)
-            return jnp.where(span[:, 0, 0] > 0, contract.select(probs, target), 0)
+            mask = safe_divide(up - lo, span)
+            probs = jax.nn.softmax(probe.scores_fn(x[e][None] * mask[..., None].astype(x.dtype)), axis=-1)
+            picked = contract.select(probs, target if callable(target) else t[None])
+            return jnp.where(span[:, 0, 0] > 0, picked, 0)[0]
 
-        weights = jax.lax.map(channel_score, jnp.moveaxis(a, -1, 0), batch_size=batch_size)  # (K, B)
+        rows = (maps, examples, row_target if not callable(target) else examples)
+        weights = jax.lax.map(row_score, rows, batch_size=batch_size).reshape(k, b)  # (K, B)
         return _combine(weights.T[:, None, None, :], a, relu, x.dtype)
 
-    return contract.attribution(attr, scores_fn=probe.scores_fn)
+    return contract.Attribution(
+        attr,
+        probe.scores_fn,
+        output="layer",
+        name="score_cam",
+        hyper={"batch_size": batch_size, "relu": relu},
+    )
 
 
 def eigen_cam(probe: Probe, *, center: bool = True, relu: bool = False) -> contract.Attribution:
@@ -286,24 +340,29 @@ def eigen_cam(probe: Probe, *, center: bool = True, relu: bool = False) -> contr
     def attr(x, target=None, *, key=None):
         x = contract.check_input(x)
         scores, a = layer_forward(probe, x)
-        if target is not None and not callable(target):
-            contract.check_target(target, *scores.shape)
+        contract.resolve_target(scores, target)  # class-agnostic: validated only
         b, h, w, k = a.shape
         m = a.reshape(b, h * w, k)
         if center:
             m = m - jnp.mean(m, axis=1, keepdims=True)
-        _, _, vt = jnp.linalg.svd(m, full_matrices=False)
+        # LAPACK has no half-precision SVD: decompose bfloat16/float16 maps in float32.
+        svd_dtype = jnp.float32 if jnp.finfo(m.dtype).bits < 32 else m.dtype
+        _, _, vt = jnp.linalg.svd(m.astype(svd_dtype), full_matrices=False)
+        vt = vt.astype(m.dtype)
         v = vt[:, 0, :]
         v = v * jnp.where(jnp.sum(v, axis=-1, keepdims=True) >= 0, 1, -1).astype(v.dtype)
         cam = jnp.einsum("bnk,bk->bn", m, v).reshape(b, h, w)
         return (jax.nn.relu(cam) if relu else cam).astype(x.dtype)
 
-    return contract.attribution(attr, scores_fn=probe.scores_fn)
+    return contract.Attribution(
+        attr, probe.scores_fn, output="layer", name="eigen_cam", hyper={"center": center, "relu": relu}
+    )
 
 
-def guided_grad_cam(probe: Probe, *, method: str = "bilinear") -> contract.Attribution:
-    r"""Guided Grad-CAM (Selvaraju et al. 2017, https://arxiv.org/abs/1610.02391),
-    seed 7.2.4.
+def guided_grad_cam(
+    probe: Probe, *, interpolation: str = "bilinear", method: str | None = None
+) -> contract.Attribution:
+    r"""Guided Grad-CAM (Selvaraju et al. 2017, https://arxiv.org/abs/1610.02391).
 
     .. math:: R^c = \mathrm{GuidedBackprop}^c(x) \odot \mathrm{Up}(L^c_{\text{Grad-CAM}})
 
@@ -319,13 +378,23 @@ def guided_grad_cam(probe: Probe, *, method: str = "bilinear") -> contract.Attri
 
     Args:
       probe: where Grad-CAM looks; ``x`` must be images ``(B, H, W, C)``.
-      method: the upsampling, ``"bilinear"`` (the paper's) or ``"nearest"``.
+      interpolation: the upsampling, ``"bilinear"`` (the paper's) or ``"nearest"``
+        (Captum's ``interpolate_mode`` default).
+      method: deprecated name of ``interpolation`` (jaxsal 0.1.0).
 
     Returns: ``attr(x, target=None, *, key=None) -> (B, H, W, C)``, raw.
     """
     check_probe(probe)
-    if method not in ("bilinear", "nearest"):
-        raise ValueError(f"method must be 'bilinear' or 'nearest'; got {method!r}.")
+    if method is not None:
+        warnings.warn(
+            "guided_grad_cam(method=...) is deprecated: the upsampling mode is now called "
+            "`interpolation=` (`method=` means the quadrature rule in integrated_gradients).",
+            DeprecationWarning,
+            stacklevel=2,
+        )
+        interpolation = method
+    if interpolation not in ("bilinear", "nearest"):
+        raise ValueError(f"interpolation must be 'bilinear' or 'nearest'; got {interpolation!r}.")
     guided = guided_backprop(probe.scores_fn)
 
     def attr(x, target=None, *, key=None):
@@ -335,12 +404,13 @@ def guided_grad_cam(probe: Probe, *, method: str = "bilinear") -> contract.Attri
                 f"guided_grad_cam needs images: x must have shape (B, H, W, C); got shape {x.shape}."
             )
         scores, a, g = layer_gradient(probe, x, target)
-        if target is None:
-            target = jnp.argmax(jax.lax.stop_gradient(scores), axis=1)
-        cam = _combine(_grad_cam_weights(a, g), a, True, x.dtype)
-        return guided(x, target) * upsample(cam, x.shape[1:3], method)[..., None]
+        target = contract.resolve_target(scores, target)
+        heat = _combine(_grad_cam_weights(a, g), a, True, x.dtype)
+        return guided(x, target) * upsample(heat, x.shape[1:3], interpolation)[..., None]
 
-    return contract.attribution(attr, scores_fn=probe.scores_fn)
+    return contract.Attribution(
+        attr, probe.scores_fn, name="guided_grad_cam", hyper={"interpolation": interpolation}
+    )
 
 
 # ----------------------------------------------------------------------------- registry
@@ -348,24 +418,24 @@ def guided_grad_cam(probe: Probe, *, method: str = "bilinear") -> contract.Attri
 _FAMILY = "cam"
 
 
-def _register(name, factory, title, paper, *, output="layer", fast=None, captum=None):
-    register(
-        Method(name, factory, "probe", _FAMILY, title, paper, output=output, fast=fast or {}, captum=captum)
-    )
+def _register(name, factory, title, paper, *, output="layer", captum=None):
+    register(Method(name, factory, "probe", _FAMILY, title, paper, output=output, captum=captum))
 
 
-_register("grad_cam", grad_cam, "Grad-CAM", "Selvaraju et al. 2017", captum="LayerGradCam")
+_register(
+    "grad_cam", grad_cam, "Grad-CAM", "Selvaraju et al. 2017", captum="LayerGradCam(relu_attributions=True)"
+)
 _register(
     "guided_grad_cam",
     guided_grad_cam,
     "Guided Grad-CAM",
     "Selvaraju et al. 2017",
     output="input",
-    captum="GuidedGradCam",
+    captum="GuidedGradCam(interpolate_mode='bilinear')",
 )
 _register("grad_cam_pp", grad_cam_pp, "Grad-CAM++", "Chattopadhyay et al. 2018")
 _register("hires_cam", hires_cam, "HiResCAM", "Draelos & Carin 2020")
 _register("xgrad_cam", xgrad_cam, "XGrad-CAM", "Fu et al. 2020")
 _register("layer_cam", layer_cam, "LayerCAM", "Jiang et al. 2021")
-_register("score_cam", score_cam, "Score-CAM", "Wang et al. 2020", fast={"batch_size": 4})
+_register("score_cam", score_cam, "Score-CAM", "Wang et al. 2020")
 _register("eigen_cam", eigen_cam, "Eigen-CAM", "Muhammad & Yeasin 2020")

@@ -26,8 +26,10 @@ whole attribution map of that example, ``NaN``.
 
 from __future__ import annotations
 
-from collections.abc import Callable
-from typing import Any, Protocol
+import dataclasses
+import types
+from collections.abc import Callable, Mapping
+from typing import Any, Literal
 
 import jax
 import jax.numpy as jnp
@@ -37,29 +39,122 @@ Array = jax.Array
 Target = int | Array | np.ndarray | Callable[[Array], Array] | None
 
 
-class Attribution(Protocol):
-    """What every jaxsal factory returns."""
-
-    def __call__(self, x: Array, target: Target = None, *, key: Array | None = None) -> Array: ...
+Output = Literal["input", "layer", "activation"]
 
 
-# ----------------------------------------------------------------------------- marking
+@dataclasses.dataclass(frozen=True, eq=False)
+class Attribution:
+    """What every jaxsal factory returns: a callable value that knows what it is.
 
+    Call it as ``attr(x, target=None, *, key=None) -> attributions``. Wrappers
+    (:func:`jaxsal.smoothgrad`, ...) and metrics read its fields instead of guessing.
 
-def attribution(fn: Callable, *, scores_fn: Callable | None, stochastic: bool = False) -> Callable:
-    """Mark ``fn`` as a jaxsal attribution function.
+    Attributes:
+      fn: the computation, ``fn(x, target, *, key)``.
+      scores_fn: the model ``x -> (B, C)`` raw scores that the method explains. A
+        wrapper that evaluates ``fn`` away from ``x`` (noisy copies, path points)
+        resolves ``target=None`` once, on the clean input, with it.
+      stochastic: whether ``fn`` needs a ``key``.
+      output: ``"input"`` (shaped like ``x``), ``"layer"`` (a ``(B, h, w)`` map at
+        the probed layer's resolution: the CAM family) or ``"activation"`` (shaped
+        like the probed layer's activation: input methods at a layer,
+        :func:`jaxsal.at_layer`).
+      name: the method's name (a registry name, or the wrapper's around its inner
+        method, e.g. ``"smoothgrad(vanilla_grad)"``).
+      hyper: the hyper-parameters it was built with (read-only).
 
-    ``scores_fn`` is the model ``x -> (B, C)`` the method explains. Wrappers such as
-    :func:`jaxsal.smoothgrad` use it to resolve ``target=None`` once, on the clean
-    input. ``stochastic`` says whether ``fn`` needs a ``key``.
+    Build one for your own function with :func:`jaxsal.attribution`. Instances
+    compare and hash by identity, so they can be static arguments of ``jax.jit``.
     """
-    fn.scores_fn = scores_fn
-    fn.stochastic = stochastic
-    return fn
+
+    fn: Callable[..., Array]
+    scores_fn: Callable[[Array], Array] | None
+    stochastic: bool = False
+    output: Output = "input"
+    name: str = "attribution"
+    hyper: Mapping[str, Any] = dataclasses.field(default_factory=dict)
+
+    def __post_init__(self):
+        if not callable(self.fn):
+            raise TypeError(f"fn must be callable; got {type(self.fn).__name__}.")
+        if self.scores_fn is not None and not callable(self.scores_fn):
+            raise TypeError(
+                f"scores_fn must be a callable x -> (B, C) or None; got {type(self.scores_fn).__name__}."
+            )
+        if self.output not in ("input", "layer", "activation"):
+            raise ValueError(f"output must be 'input', 'layer' or 'activation'; got {self.output!r}.")
+        object.__setattr__(self, "hyper", types.MappingProxyType(dict(self.hyper)))
+
+    def __call__(self, x: Array, target: Target = None, *, key: Array | None = None) -> Array:
+        return self.fn(x, target, key=key)
+
+    def __repr__(self) -> str:
+        hyper = ", ".join(f"{k}={v!r}" for k, v in self.hyper.items() if not callable(v))
+        return f"Attribution({self.name}{', ' + hyper if hyper else ''})"
+
+
+def attribution(
+    fn: Callable[..., Array],
+    *,
+    scores_fn: Callable[[Array], Array] | None,
+    stochastic: bool = False,
+    output: Output = "input",
+    name: str | None = None,
+    hyper: Mapping[str, Any] | None = None,
+) -> Attribution:
+    """Make ``fn(x, target=None, *, key=None)`` a jaxsal :class:`Attribution`.
+
+    Use it to hand your own attribution function to a wrapper. ``scores_fn`` is the
+    model ``x -> (B, C)`` whose scores ``fn`` explains. With ``scores_fn=None``
+    wrappers refuse ``target=None``, since they could not tell which class the model
+    predicts on the clean input.
+
+    Args:
+      fn: ``fn(x, target, *, key) -> attributions``.
+      scores_fn: the explained model, or ``None``.
+      stochastic: whether ``fn`` needs a ``key``.
+      output: ``"input"``, ``"layer"`` or ``"activation"`` (see :class:`Attribution`).
+      name: a name for messages and metadata (default: ``fn.__name__``).
+      hyper: the hyper-parameters, for metadata.
+
+    Example::
+
+      def squared(x, target=None, *, key=None):
+          return jaxsal.vanilla_grad(f)(x, target) ** 2
+
+      sg = jaxsal.smoothgrad(jaxsal.attribution(squared, scores_fn=f), n=16)
+    """
+    if isinstance(fn, Attribution):
+        fn = fn.fn
+    return Attribution(
+        fn,
+        scores_fn,
+        stochastic=bool(stochastic),
+        output=output,
+        name=name or getattr(fn, "__name__", "attribution"),
+        hyper=hyper or {},
+    )
+
+
+def as_attribution(attr: Any, wrapper: str) -> Attribution:
+    """``attr`` as an :class:`Attribution`, for the wrapper named ``wrapper``.
+
+    A plain callable is accepted, but it states no score function, so the wrapper
+    refuses ``target=None`` for it (:func:`resolve_target_at`) rather than resolving
+    the target on the wrong input. It is treated as stochastic: it receives a key.
+    """
+    if isinstance(attr, Attribution):
+        return attr
+    if not callable(attr):
+        raise TypeError(
+            f"{wrapper} wraps an attribution function attr(x, target, *, key); got {type(attr).__name__}. "
+            f"Example: jaxsal.{wrapper}(jaxsal.vanilla_grad(f))."
+        )
+    return Attribution(attr, None, stochastic=True, name=getattr(attr, "__name__", "callable"))
 
 
 def is_stochastic(attr: Callable) -> bool:
-    return bool(getattr(attr, "stochastic", False))
+    return isinstance(attr, Attribution) and attr.stochastic
 
 
 # ----------------------------------------------------------------------------- checks
@@ -183,6 +278,22 @@ def check_target(target: Any, batch: int, num_classes: int) -> None:
             )
 
 
+def check_baseline(baseline: Any, x: Array, hint: str = "") -> Array:
+    """``baseline`` broadcast to ``x`` in ``x``'s dtype (``None``: zeros), or a clear error."""
+    if baseline is None:
+        return jnp.zeros_like(x)
+    b = jnp.asarray(baseline)
+    if not jnp.issubdtype(b.dtype, jnp.floating) and not jnp.issubdtype(b.dtype, jnp.integer):
+        raise TypeError(f"baseline must be a numeric array; got dtype {b.dtype}.")
+    try:
+        return jnp.broadcast_to(b.astype(x.dtype), x.shape)
+    except ValueError:
+        raise ValueError(
+            f"baseline of shape {b.shape} does not broadcast to x of shape {x.shape}{hint}; pass a "
+            f"scalar, one example {x.shape[1:]}, or an array shaped like x."
+        ) from None
+
+
 # ----------------------------------------------------------------------------- targets
 
 
@@ -201,10 +312,7 @@ def select(scores: Array, target: Target) -> Array:
                 f"got {getattr(out, 'shape', type(out).__name__)}."
             )
         return out
-    if target is None:
-        idx = jnp.argmax(jax.lax.stop_gradient(scores), axis=1)
-        return jnp.take_along_axis(scores, idx[:, None], axis=1)[:, 0]
-    check_target(target, batch, num_classes)
+    target = resolve_target(scores, target)
     idx = jnp.broadcast_to(jnp.asarray(target), (batch,))
     valid = (idx >= 0) & (idx < num_classes)
     picked = jnp.take_along_axis(scores, jnp.clip(idx, 0, num_classes - 1)[:, None], axis=1)[:, 0]
@@ -212,26 +320,52 @@ def select(scores: Array, target: Target) -> Array:
 
 
 def target_cotangent(scores: Array, target: Target) -> Array:
-    """``d sum_b select(scores, target)_b / d scores``: the seed's "set all other classes to zero"."""
-    if target is not None and not callable(target):
-        check_target(target, *scores.shape)  # before tracing, so errors carry no JAX frames
+    """``d sum_b select(scores, target)_b / d scores``: zero for every class but the target."""
+    target = resolve_target(scores, target)  # checked before tracing, so errors carry no JAX frames
     _, pullback = jax.vjp(lambda s: select(s, target), scores)
     (cot,) = pullback(jnp.ones(scores.shape[:1], scores.dtype))
     return cot
 
 
-def resolve_target(scores_fn: Callable | None, x: Array, target: Target) -> Target:
-    """Replace ``target=None`` by the argmax class of ``scores_fn(x)``, shape ``(B,)``.
+def resolve_target(scores: Array, target: Target) -> Target:
+    """The one target resolver: ``target`` made explicit against ``scores (B, C)``.
 
-    Other targets are returned unchanged. Used by methods that evaluate the model away
-    from ``x`` (path points, noisy copies), so the explained class stays the one the
-    model predicts for ``x`` itself.
+    ``None`` becomes each example's top-scoring class, ``argmax_c scores`` (ties: the
+    lowest index), an int array of shape ``(B,)`` with no gradient. A concrete int or
+    int array is checked against ``C`` (``ValueError`` when out of range) and returned;
+    a callable is returned unchanged.
     """
-    if target is not None or scores_fn is None:
+    if callable(target):
         return target
-    scores = scores_fn(x)
-    check_scores(scores, x.shape[0])
-    return jnp.argmax(jax.lax.stop_gradient(scores), axis=1)
+    if target is None:
+        return jnp.argmax(jax.lax.stop_gradient(scores), axis=1)
+    check_target(target, *scores.shape)
+    return target
+
+
+def resolve_target_at(scores_fn: Callable | None, x: Array, target: Target, *, who: str) -> Target:
+    """:func:`resolve_target` with the scores of ``scores_fn(x)``, the clean input.
+
+    Used by everything that evaluates a model away from ``x`` (path points, noisy or
+    masked copies, layer perturbations), so that ``target=None`` stays the class the
+    model predicts for ``x`` itself. ``who`` names the caller in errors: without a
+    score function ``target=None`` cannot be resolved, and guessing it on the wrong
+    input would silently change what is explained.
+    """
+    if target is None:
+        if scores_fn is None:
+            raise ValueError(
+                f"{who} cannot resolve target=None: the attribution it was given is a plain function that "
+                f"states no score function, so it cannot tell which class the model predicts on the clean "
+                f"input. Pass an explicit target, or wrap the function: "
+                f"jaxsal.attribution(fn, scores_fn=f)."
+            )
+        scores = scores_fn(x)
+        check_scores(scores, x.shape[0])
+        return resolve_target(scores, target)
+    if not callable(target) and scores_fn is not None:
+        check_target(target, x.shape[0], check_model(scores_fn, x))  # abstract: no forward pass
+    return target
 
 
 def input_gradient(f: Callable, x: Array, target: Target) -> tuple[Array, Array]:
@@ -240,3 +374,35 @@ def input_gradient(f: Callable, x: Array, target: Target) -> tuple[Array, Array]
     check_scores(scores, x.shape[0])
     (grad,) = pullback(target_cotangent(scores, target))
     return scores, grad
+
+
+# ----------------------------------------------------------------------------- batching
+
+
+def in_batches(fn: Callable[[Array, Target], Array], x: Array, target: Target, size: int) -> Array:
+    """``fn(x, target)``, computed on at most ``size`` examples at a time.
+
+    The examples are split into consecutive chunks (the last one padded with copies of
+    the first example, whose rows are dropped again), evaluated one chunk after the
+    other with ``jax.lax.map``, and put back together along axis 0. ``target`` must
+    already be resolved: an int array ``(B,)`` is split with ``x``; an int or a
+    (row-wise) callable is passed to every chunk. Exact for methods whose examples are
+    independent, which the contract requires.
+    """
+    b = x.shape[0]
+    if size >= b:
+        return fn(x, target)
+    chunks = -(-b // size)
+    pad = chunks * size - b
+
+    def split(a):
+        if pad:
+            a = jnp.concatenate([a, jnp.broadcast_to(a[:1], (pad,) + a.shape[1:])])
+        return a.reshape((chunks, size) + a.shape[1:])
+
+    per_example = hasattr(target, "shape") and getattr(target, "ndim", 0) == 1
+    if per_example:
+        out = jax.lax.map(lambda xt: fn(*xt), (split(x), split(jnp.asarray(target))))
+    else:
+        out = jax.lax.map(lambda xc: fn(xc, target), split(x))
+    return out.reshape((chunks * size,) + out.shape[2:])[:b]

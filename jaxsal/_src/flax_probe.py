@@ -3,8 +3,13 @@
 * **linen**: ``probe(module, variables, "backbone/conv3")``. The layer is the module
   path as Flax names it (``Module.path`` joined by ``/``). The model runs under
   ``flax.linen.intercept_methods``; the interceptor reads the output of that
-  submodule's ``__call__`` and adds ``delta`` to it. The interceptor exists only
-  during the traced ``apply`` call: nothing stays registered.
+  submodule's ``__call__``, stores it with ``sow`` in a private collection and adds
+  ``delta`` to it. The stored value comes out of ``apply`` through any lifted
+  transform that returns its variables, so a layer inside ``nn.remat`` (or a module
+  wrapped in it) is probed like any other. The interceptor exists only during the
+  traced ``apply`` call: nothing stays registered. A layer inside ``nn.scan`` or
+  ``nn.vmap`` is refused with a ``ValueError``: its body is traced once for all
+  iterations (or examples), so there is no single call's output to probe.
 * **NNX**: ``probe(module, "backbone.conv3")``, an attribute path (list items by
   index: ``"blocks.0.conv"``). The module is split once (``nnx.split``) when the
   probe is built; every call merges a fresh copy (``nnx.merge``) and swaps the
@@ -137,38 +142,116 @@ class _Calls:
 # ----------------------------------------------------------------------------- linen
 
 
+# Flax names a lifted module class ``transform.__name__.capitalize() + cls.__name__``
+# (flax.linen.transforms.module_class_lift_transform). Transforms whose body runs
+# once per iteration or example cannot give one call's output.
+_REPEATING = {"Scan": "nn.scan", "Vmap": "nn.vmap"}
+_SOW = "_jaxsal_probe"
+
+
+def _lifted_by(cls: type) -> str | None:
+    """The capitalised transform name of a Flax lifted module class, else None."""
+    base = cls.__mro__[1] if len(cls.__mro__) > 1 else None
+    if (
+        base is None
+        or cls.__module__ != "flax.linen.transforms"
+        or cls.__name__ == base.__name__
+        or not cls.__name__.endswith(base.__name__)
+    ):
+        return None
+    return cls.__name__[: -len(base.__name__)] or None
+
+
+def _refuse_repeating(layer: str, transform: str, where: str) -> ValueError:
+    return ValueError(
+        f"layer {layer!r} runs inside {transform} ({where}): Flax traces that body once for all "
+        f"its iterations or examples, so one call's output cannot be probed. Probe a layer outside "
+        f"the {transform}, unroll it into separate submodules (a Python loop), or split the model "
+        f"with jaxsal.probe(features_fn, head_fn)."
+    )
+
+
 def _linen_probe(module, variables, layer: str, call_index, call_kwargs) -> Probe:
     from flax import linen
 
     path = tuple(layer.strip("/").split("/"))
+    call_kwargs = dict(call_kwargs)
+    user_mutable = call_kwargs.pop("mutable", False)
 
     def scores_fn(x):
+        if user_mutable is not False:
+            return module.apply(variables, x, mutable=user_mutable, **call_kwargs)
         return module.apply(variables, x, **call_kwargs)
+
+    def apply(x):
+        if user_mutable is False:
+            out, state = module.apply(variables, x, mutable=[_SOW], **call_kwargs)
+            return out, state.get(_SOW, {})
+        if user_mutable is True:
+            mutable = True
+        elif isinstance(user_mutable, str):
+            mutable = [user_mutable, _SOW]
+        else:
+            mutable = [*user_mutable, _SOW]
+        out, state = module.apply(variables, x, mutable=mutable, **call_kwargs)
+        state = dict(state)
+        sown = state.pop(_SOW, {})
+        return (out, state), sown
 
     def run(x, delta):
         calls = _Calls(layer, call_index, delta)
         seen: list[str] = []
+        lifted: list[tuple[str, str]] = []  # (name, transform) of lifted wrappers entered
+        inside: dict[tuple, str] = {}  # module path of a lifted body -> its transform
 
         def interceptor(next_fun, args, kwargs, context):
-            out = next_fun(*args, **kwargs)
+            mod = context.module
+            t = _lifted_by(type(mod))
+            if t is not None and isinstance(mod.name, str):
+                lifted.append((mod.name, t))
+            mpath = tuple(mod.path)
+            if mpath and lifted and not isinstance(mod.parent, linen.Module):
+                # a lifted transform's body: a clone of the wrapped module, bound to a bare scope
+                for name, tr in lifted:
+                    if mpath[-1] == name:
+                        inside.setdefault(mpath, tr)
             if context.method_name != "__call__":
-                return out
-            mpath = tuple(context.module.path)
+                return next_fun(*args, **kwargs)
+            if mpath == path:
+                for k in range(len(path), 0, -1):
+                    if inside.get(path[:k]) in _REPEATING:
+                        where = "/".join(map(str, path[:k]))
+                        raise _refuse_repeating(layer, _REPEATING[inside[path[:k]]], f"module {where!r}")
+            out = next_fun(*args, **kwargs)
             if mpath:
                 name = "/".join(str(p) for p in mpath)
                 if name not in seen:
                     seen.append(name)
-            return calls(out) if mpath == path else out
+            if mpath == path:
+                context.module.sow(_SOW, "out", out)  # A comes back through the sown collection
+                out = calls(out)
+                calls.outputs[-1] = None
+            return out
 
         with linen.intercept_methods(interceptor):
-            scores = module.apply(variables, x, **call_kwargs)
-        a = calls.result(
+            scores, sown = apply(x)
+        calls.result(
             lambda: (
                 f"unknown layer {layer!r}; pass one of the layers the model calls (module paths, "
                 f"in call order): {', '.join(seen) or '(none)'}."
             )
         )
-        return scores, a
+        node = sown
+        for k in path:
+            node = node.get(k, {}) if isinstance(node, Mapping) else {}
+        outs = node.get("out", ()) if isinstance(node, Mapping) else ()
+        if len(outs) != len(calls.outputs):
+            raise ValueError(
+                f"layer {layer!r} runs inside a Flax lifted transform that does not return its "
+                f"variables (such as nn.scan or nn.vmap), so its output cannot be probed. Probe a "
+                f"layer outside that transform, or split the model with jaxsal.probe(features_fn, head_fn)."
+            )
+        return scores, outs[call_index or 0]
 
     return Probe(scores_fn=scores_fn, run=run, layer=layer)
 

@@ -1,17 +1,20 @@
 """Gradient methods: one forward and one backward pass each.
 
-Vanilla Gradient, Gradient x Input, DeconvNet and Guided Backprop (seed 7.2.1-7.2.2).
+Vanilla Gradient (Simonyan et al. 2013), Gradient x Input (Shrikumar et al. 2016),
+DeconvNet (Zeiler & Fergus 2014) and Guided Backprop (Springenberg et al. 2015).
 All four share :func:`jaxsal._src.contract.input_gradient`; DeconvNet and Guided
 Backprop only swap the ReLU backward rule (:mod:`jaxsal._src.relu_rules`).
 """
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Callable
 
 import jax
 
 from jaxsal._src import contract
+from jaxsal._src.at_layer import AtLayer
 from jaxsal._src.registry import Method, register
 from jaxsal._src.relu_rules import Rule, with_fast_max_pool, with_relu_rule
 
@@ -19,8 +22,12 @@ Array = jax.Array
 
 
 def _gradient_method(
-    f: Callable, *, times_input: bool = False, rule: Rule | None = None
+    f: Callable | AtLayer, name: str, *, times_input: bool = False, rule: Rule | None = None
 ) -> contract.Attribution:
+    if isinstance(f, AtLayer):
+        return f.lift(
+            functools.partial(_gradient_method, name=name, times_input=times_input, rule=rule), name=name
+        )
     contract.check_callable(f)
     model = with_fast_max_pool(f) if rule is None else with_relu_rule(f, rule)
 
@@ -29,7 +36,7 @@ def _gradient_method(
         _, grad = contract.input_gradient(model, x, target)
         return grad * x if times_input else grad
 
-    return contract.attribution(attr, scores_fn=f)
+    return contract.Attribution(attr, f, name=name)
 
 
 def vanilla_grad(f: Callable) -> contract.Attribution:
@@ -39,11 +46,11 @@ def vanilla_grad(f: Callable) -> contract.Attribution:
     .. math:: R^c(x) = \partial S_c / \partial x \,|_{x}
 
     the gradient of the raw class score ``S_c = f(x)[:, c]`` (``c = target``) with
-    respect to the input, signed, shaped like ``x`` (seed 7.2.1, step 2: "set all
-    other classes to zero"). It is the plain ``jax.vjp`` gradient: ReLUs pass the
-    gradient where their input is positive. Take ``abs`` (or
-    ``jaxsal.viz``) for the usual absolute saliency map; Captum's ``Saliency`` does
-    that by default (``abs=True``).
+    respect to the input, signed, shaped like ``x`` (only class ``c``'s score is
+    differentiated: every other class's output gradient is zero). It is the plain
+    ``jax.vjp`` gradient: ReLUs pass the gradient where their input is positive.
+    Take ``abs`` (or ``jaxsal.viz``) for the usual absolute saliency map; Captum's
+    ``Saliency`` does that by default (``abs=True``).
 
     Args:
       f: model ``x (B, ...) -> raw scores (B, C)``.
@@ -56,7 +63,7 @@ def vanilla_grad(f: Callable) -> contract.Attribution:
       attr = jaxsal.vanilla_grad(lambda x: model.apply(variables, x))
       saliency = attr(images)            # explains each image's top class
     """
-    return _gradient_method(f)
+    return _gradient_method(f, "vanilla_grad")
 
 
 def grad_x_input(f: Callable) -> contract.Attribution:
@@ -68,20 +75,20 @@ def grad_x_input(f: Callable) -> contract.Attribution:
     contribution ``x_i w_{ic}`` (Integrated Gradients with a zero baseline gives the
     same). Same as Captum's ``InputXGradient``.
     """
-    return _gradient_method(f, times_input=True)
+    return _gradient_method(f, "grad_x_input", times_input=True)
 
 
 def deconvnet(f: Callable) -> contract.Attribution:
     r"""DeconvNet (Zeiler & Fergus 2014, "Visualizing and Understanding Convolutional
     Networks", https://arxiv.org/abs/1311.2901), as a gradient with a modified ReLU.
 
-    Backward through every ReLU (seed 7.2.2): :math:`R_n = R_{n+1} \, 1(R_{n+1} > 0)`,
+    Backward through every ReLU: :math:`R_n = R_{n+1} \, 1(R_{n+1} > 0)`,
     i.e. only positive gradient passes, whatever the forward activation was. All
     other layers use their ordinary derivative. Works on unmodified models: the
     ReLUs are found in the traced jaxpr (see :func:`jaxsal.with_relu_rule`). Same
     as Captum's ``Deconvolution`` on models whose ReLUs Captum can hook.
     """
-    return _gradient_method(f, rule="deconvnet")
+    return _gradient_method(f, "deconvnet", rule="deconvnet")
 
 
 def guided_backprop(f: Callable) -> contract.Attribution:
@@ -91,10 +98,11 @@ def guided_backprop(f: Callable) -> contract.Attribution:
     Backward through every ReLU: :math:`R_n = R_{n+1} \, 1(X_n > 0) \, 1(R_{n+1} > 0)`,
     the vanilla mask and the DeconvNet mask together (for ReLU6 the forward mask is
     ``0 < X_n < 6``). Works on unmodified models (see :func:`jaxsal.with_relu_rule`).
-    Same as Captum's ``GuidedBackprop``. Caveat (seed 7.2.8): Adebayo et al. 2018
-    found its maps barely change when the model's weights are randomised.
+    Same as Captum's ``GuidedBackprop``. Caveat: Adebayo et al. (2018, "Sanity Checks
+    for Saliency Maps", https://arxiv.org/abs/1810.03292) found its maps barely change
+    when the model's weights are randomised.
     """
-    return _gradient_method(f, rule="guided")
+    return _gradient_method(f, "guided_backprop", rule="guided")
 
 
 _FAMILY = "gradient"
@@ -106,7 +114,7 @@ register(
         _FAMILY,
         "Vanilla Gradient",
         "Simonyan et al. 2013",
-        captum="Saliency",
+        captum="Saliency(abs=False)",
     )
 )
 register(

@@ -1,6 +1,6 @@
 """Pure normalisation of attribution maps for display.
 
-jaxsal methods return raw, unnormalised attributions (house rule 4). Everything a
+jaxsal methods return raw, unnormalised attributions. Everything a
 figure needs on top of that, reducing the colour channels and mapping values to a
 fixed range, lives here as small pure functions: jittable, batched over the leading
 axis ``B`` (every statistic is computed *per example*), and testable without a
@@ -21,6 +21,8 @@ from typing import Literal
 
 import jax
 import jax.numpy as jnp
+
+from jaxsal._src.numerics import safe_divide
 
 Array = jax.Array
 Reduction = Literal["sum", "abs_sum", "max_abs", "l2"]
@@ -90,12 +92,6 @@ def _check_batched(m: Array, name: str) -> Array:
     return m
 
 
-def _safe_divide(num: Array, den: Array) -> Array:
-    """``num / den``, and 0 where ``den == 0`` (an all-zero map stays all zero, no NaN)."""
-    ok = den > 0
-    return jnp.where(ok, num / jnp.where(ok, den, 1), 0)
-
-
 def abs_percentile(m: Array, q: float = 99.0) -> Array:
     """Absolute map clipped at its ``q``-th percentile and scaled to ``[0, 1]``, per example.
 
@@ -111,7 +107,7 @@ def abs_percentile(m: Array, q: float = 99.0) -> Array:
     """
     m = _check_batched(m, "m")
     a = jnp.abs(m)
-    return jnp.clip(_safe_divide(a, _per_example_percentile(a, q)), 0, 1)
+    return jnp.clip(safe_divide(a, _per_example_percentile(a, q)), 0, 1)
 
 
 def signed_symmetric(m: Array, q: float = 99.0) -> Array:
@@ -128,7 +124,7 @@ def signed_symmetric(m: Array, q: float = 99.0) -> Array:
     """
     m = _check_batched(m, "m")
     v = _per_example_percentile(jnp.abs(m), q)
-    return jnp.clip(_safe_divide(m, v), -1, 1)
+    return jnp.clip(safe_divide(m, v), -1, 1)
 
 
 def minmax(m: Array) -> Array:
@@ -144,4 +140,4 @@ def minmax(m: Array) -> Array:
     axes = tuple(range(1, m.ndim))
     lo = jnp.min(m, axis=axes, keepdims=True)
     hi = jnp.max(m, axis=axes, keepdims=True)
-    return _safe_divide(m - lo, hi - lo)
+    return safe_divide(m - lo, hi - lo)

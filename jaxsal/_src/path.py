@@ -10,6 +10,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from jaxsal._src import contract
+from jaxsal._src.at_layer import AtLayer
 from jaxsal._src.registry import Method, register
 from jaxsal._src.relu_rules import with_fast_max_pool
 
@@ -62,21 +63,6 @@ def quadrature(method: str, steps: int) -> Quadrature:
     return Quadrature(np.linspace(1.0 / (2 * n), 1.0 - 1.0 / (2 * n), n), w, 1)
 
 
-def _baseline(baseline, x: Array) -> Array:
-    if baseline is None:
-        return jnp.zeros_like(x)
-    b = jnp.asarray(baseline)
-    if not jnp.issubdtype(b.dtype, jnp.floating) and not jnp.issubdtype(b.dtype, jnp.integer):
-        raise TypeError(f"baseline must be a numeric array; got dtype {b.dtype}.")
-    try:
-        return jnp.broadcast_to(b.astype(x.dtype), x.shape)
-    except ValueError:
-        raise ValueError(
-            f"baseline of shape {b.shape} does not broadcast to x of shape {x.shape}; pass a "
-            f"scalar, one example {x.shape[1:]}, or an array shaped like x."
-        ) from None
-
-
 def integrated_gradients(
     f: Callable,
     *,
@@ -114,17 +100,23 @@ def integrated_gradients(
         through the model at once; ``None`` sends all ``steps * B`` in one batch.
         Results do not depend on it beyond float rounding.
     """
-    contract.check_callable(f)
     quad = quadrature(method, steps)
     batch_size = contract.check_optional_batch_size(batch_size)
+    if isinstance(f, AtLayer):
+        return f.lift(
+            integrated_gradients,
+            name="integrated_gradients",
+            baseline=baseline,
+            steps=steps,
+            method=method,
+            batch_size=batch_size,
+        )
+    contract.check_callable(f)
 
     def attr(x, target=None, *, key=None):
         x = contract.check_input(x)
-        num_classes = contract.check_model(f, x)
-        base = _baseline(baseline, x)
-        if target is not None and not callable(target):
-            contract.check_target(target, x.shape[0], num_classes)
-        target = contract.resolve_target(f, x, target)
+        base = contract.check_baseline(baseline, x)
+        target = contract.resolve_target_at(f, x, target, who="integrated_gradients")
         b = x.shape[0]
         alphas = jnp.asarray(quad.alphas, x.dtype)
         weights = jnp.asarray(quad.weights, x.dtype)
@@ -168,7 +160,8 @@ def integrated_gradients(
                 acc = chunk_sum(n_full * chunk, rest, acc)
         return delta * acc
 
-    return contract.attribution(attr, scores_fn=f)
+    hyper = {"baseline": baseline, "steps": steps, "method": method, "batch_size": batch_size}
+    return contract.Attribution(attr, f, name="integrated_gradients", hyper=hyper)
 
 
 def _expand(v: Array, ndim: int) -> Array:
@@ -207,9 +200,11 @@ def completeness_gap(
     x = contract.check_input(x)
     if attributions.shape != x.shape:
         raise ValueError(f"attributions must be shaped like x {x.shape}; got {attributions.shape}.")
-    base = _baseline(baseline, x)
-    target = contract.resolve_target(f, x, target)
-    s_x = contract.select(f(x), target)
+    base = contract.check_baseline(baseline, x)
+    scores = f(x)
+    contract.check_scores(scores, x.shape[0])
+    target = contract.resolve_target(scores, target)
+    s_x = contract.select(scores, target)
     s_b = contract.select(f(base), target)
     total = attributions.reshape(x.shape[0], -1).sum(axis=1)
     return Completeness(total - (s_x - s_b), total, s_x - s_b)
@@ -224,7 +219,6 @@ register(
         "Integrated Gradients",
         "Sundararajan et al. 2017",
         signed=True,
-        fast={"steps": 8},
         captum="IntegratedGradients",
     )
 )

@@ -87,8 +87,8 @@ def layer_gradient(p: Probe, x: Array, target: contract.Target) -> tuple[Array, 
     """``(scores, A, dy/dA)`` from one forward and one backward pass.
 
     ``y = select(scores, target)`` per example (the raw score of the target class,
-    or ``target(scores)`` for a callable), so ``dy/dA`` is the seed's "set all other
-    classes to zero, backpropagate to the layer". Shapes: ``(B, C)``,
+    or ``target(scores)`` for a callable), so ``dy/dA`` backpropagates that score
+    alone (every other class's output gradient is zero) to the layer. Shapes: ``(B, C)``,
     ``(B, h, w, K)``, ``(B, h, w, K)``.
     """
     spec = p.activation_shape(x)

@@ -9,8 +9,10 @@ composition with SmoothGrad, key semantics).
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Callable, Mapping
+from collections.abc import Callable
 from typing import Any, Literal
+
+from jaxsal._src.contract import Attribution
 
 Takes = Literal["f", "probe"]
 
@@ -29,13 +31,18 @@ class Method:
       title: human name for tables and figure columns.
       paper: short citation (authors, year).
       stochastic: whether the returned ``attr`` needs a ``key``.
-      output: ``"input"`` (shaped like ``x``) or ``"layer"`` (``(B, h, w)`` at the
-        probed layer's resolution).
+      output: ``"input"`` (shaped like ``x``), ``"layer"`` (``(B, h, w)`` at the
+        probed layer's resolution) or ``"activation"`` (shaped like the probed
+        layer's activation).
       signed: whether the sign of the attribution carries meaning (drawn with a
         diverging colour map, e.g. Integrated Gradients), rather than only its
         magnitude (drawn as ``|R|``).
-      fast: hyper-parameters small enough for the unit tests (e.g. ``steps=8``).
-      captum: the Captum class with the same definition, if any (for parity).
+      captum: the Captum call with the same definition, if any, written as
+        ``Class(keyword=literal, ...)`` (e.g. ``"LayerGradCam(relu_attributions=True)"``):
+        the Captum parity harness (``benchmarks/parity.py``) compares every such
+        method with that call, with no other edit.
+      wraps: for a wrapper (``factory(attr, **hyper)``, e.g. SmoothGrad), the
+        registered method it wraps when built from a model; ``None`` otherwise.
     """
 
     name: str
@@ -45,12 +52,19 @@ class Method:
     title: str
     paper: str
     stochastic: bool = False
-    output: Literal["input", "layer"] = "input"
+    output: Literal["input", "layer", "activation"] = "input"
     signed: bool = False
-    fast: Mapping[str, Any] = dataclasses.field(default_factory=dict)
     captum: str | None = None
+    wraps: str | None = None
 
-    def build(self, model: Any, **hyper: Any) -> Callable:
+    def build(self, model: Any, **hyper: Any) -> Attribution:
+        """The attribution of this method for ``model`` (``f`` or a probe, see ``takes``).
+
+        A wrapper is built around its ``wraps`` method: ``smoothgrad`` from ``f`` is
+        ``jaxsal.smoothgrad(jaxsal.vanilla_grad(f), **hyper)``.
+        """
+        if self.wraps is not None:
+            model = get_method(self.wraps).build(model)
         return self.factory(model, **hyper)
 
 

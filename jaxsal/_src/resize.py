@@ -1,4 +1,4 @@
-"""Resizing layer maps to the input's resolution (seed 7.2.3 step 8, 7.2.4)."""
+"""Resizing layer maps to the input's resolution (as Grad-CAM does, Selvaraju et al. 2017)."""
 
 from __future__ import annotations
 

@@ -7,14 +7,15 @@ is explained. ``smoothgrad(integrated_gradients(f))`` or
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable
-from typing import NamedTuple
+from typing import Any, NamedTuple
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 
 from jaxsal._src import contract
-from jaxsal._src.gradients import vanilla_grad
 from jaxsal._src.registry import Method, register
 
 Array = jax.Array
@@ -30,8 +31,8 @@ def _combine(a: _Moments, b: _Moments) -> _Moments:
     """Chan et al. (1979) pairwise update of mean and squared deviations."""
     n = a.count + b.count
     delta = b.mean - a.mean
-    mean = a.mean + delta * (b.count / n)
-    m2 = a.m2 + b.m2 + delta * delta * (a.count * b.count / n)
+    mean = a.mean + delta * jnp.asarray(b.count / n, delta.dtype)
+    m2 = a.m2 + b.m2 + delta * delta * jnp.asarray(a.count * b.count / n, delta.dtype)
     return _Moments(n, mean, m2)
 
 
@@ -45,39 +46,48 @@ def noise_sigma(x: Array, noise_level: float) -> Array:
     return jnp.asarray(noise_level, x.dtype) * span
 
 
-def _noisy_moments(attr: Callable, *, n: int, noise_level: float, batch_size: int | None, name: str):
-    if not callable(attr):
-        raise TypeError(
-            f"{name} wraps an attribution function attr(x, target, key=...); got {type(attr).__name__}. "
-            f"Example: jaxsal.{name}(jaxsal.vanilla_grad(f))."
-        )
+def check_noise_level(noise_level: Any) -> float:
+    """``noise_level`` as a finite float >= 0, or a clear error."""
+    if isinstance(noise_level, bool) or not isinstance(noise_level, (int, float, np.integer, np.floating)):
+        if not (hasattr(noise_level, "shape") and getattr(noise_level, "shape", None) == ()):
+            raise TypeError(
+                f"noise_level must be a float (fraction of each example's value range); got {noise_level!r}."
+            )
+    value = float(noise_level)
+    if not (math.isfinite(value) and value >= 0):
+        raise ValueError(f"noise_level must be >= 0 and finite (the paper suggests 0.1-0.2); got {value}.")
+    return value
+
+
+def _noisy_moments(attr: Any, *, n: int, noise_level: float, batch_size: int | None, name: str):
+    inner = contract.as_attribution(attr, name)
     n = contract.check_positive_int(n, "n")
     batch_size = contract.check_optional_batch_size(batch_size)
-    if isinstance(noise_level, bool) or not isinstance(noise_level, (int, float)):
-        raise TypeError(
-            f"noise_level must be a float (fraction of each example's value range); got {noise_level!r}."
-        )
-    if not noise_level >= 0:
-        raise ValueError(f"noise_level must be >= 0 (the paper suggests 0.1-0.2); got {noise_level}.")
-    chunk = n if batch_size is None else min(batch_size, n)
-    n_full, rest = divmod(n, chunk)
-    scores_fn = getattr(attr, "scores_fn", None)
+    noise_level = check_noise_level(noise_level)
 
     def moments(x, target, key):
         x = contract.check_input(x)
         key = contract.check_key(key, name)
-        target = contract.resolve_target(scores_fn, x, target)
+        target = contract.resolve_target_at(inner.scores_fn, x, target, who=name)
         sigma = noise_sigma(x, noise_level)
+        b = max(x.shape[0], 1)
+        # At most batch_size rows per model call: whole noisy copies of the batch while
+        # they fit, else one copy explained batch_size examples at a time.
+        chunk = n if batch_size is None else max(1, min(n, batch_size // b))
+        sub = batch_size if batch_size is not None and batch_size < b else None
+        n_full, rest = divmod(n, chunk)
 
         def one(k):
             k_noise, k_inner = jax.random.split(k)
             noisy = x + sigma * jax.random.normal(k_noise, x.shape, x.dtype)
-            return attr(noisy, target, key=k_inner)
+            if sub is None:
+                return inner(noisy, target, key=k_inner)
+            return contract.in_batches(lambda xc, tc: inner(xc, tc, key=k_inner), noisy, target, sub)
 
         def stats(ks):
             maps = jax.vmap(one)(ks)
             mean = jnp.mean(maps, axis=0)
-            return _Moments(ks.shape[0], mean, jnp.sum(jnp.square(maps - mean), axis=0))
+            return _Moments(ks.shape[0], mean, jnp.sum(jnp.square(maps - mean[None]), axis=0))
 
         keys = jax.random.split(key, n)
         if n_full == 1 and rest == 0:
@@ -94,23 +104,41 @@ def _noisy_moments(attr: Callable, *, n: int, noise_level: float, batch_size: in
             acc = _combine(acc, stats(keys[n_full * chunk :]))
         return acc
 
-    return moments, scores_fn
+    def wrap(fn, wrapper):
+        hyper = {"n": n, "noise_level": noise_level, "batch_size": batch_size, "attr": inner}
+        return contract.Attribution(
+            fn,
+            inner.scores_fn,
+            stochastic=True,
+            output=inner.output,
+            name=f"{wrapper}({inner.name})",
+            hyper=hyper,
+        )
+
+    return moments, wrap
 
 
 _SIGMA_DOC = r"""
     The noise is :math:`g_i \sim N(0, \sigma_b^2)` with, per example ``b``,
     :math:`\sigma_b = \text{noise\_level} \cdot (\max(x_b) - \min(x_b))`, the
-    definition of Smilkov et al. (2017) and of the seed (7.2.5), which suggests
-    ``noise_level`` 0.1-0.2. Other libraries differ: Captum's ``stdevs`` is an
+    definition of Smilkov et al. (2017), who found ``noise_level`` 0.1-0.2 to work
+    best. Other libraries differ: Captum's ``stdevs`` is an
     absolute standard deviation, PAIR saliency's ``stdev_spread`` is this fraction.
 
     Args:
-      attr: any jaxsal attribution function (or any ``attr(x, target, *, key)``).
+      attr: any jaxsal :class:`~jaxsal.Attribution`. A plain function
+        ``attr(x, target, *, key)`` works too, but states no score function, so it
+        then needs an explicit ``target`` (wrap it with :func:`jaxsal.attribution` to
+        have ``target=None`` resolved).
       n: number of noisy samples (static); the paper suggests 50.
       noise_level: :math:`\sigma / (x_{max} - x_{min})`, >= 0.
-      batch_size: at most this many noisy copies of the batch are explained at once
-        (memory bound); ``None`` vectorises all ``n``. Same key => same noise, so the
-        result does not depend on ``batch_size`` beyond float rounding.
+      batch_size: at most this many rows (noisy images) go through the model per
+        call (memory bound): ``batch_size // B`` noisy copies of the batch at once, or,
+        when ``batch_size < B``, one copy split into chunks of ``batch_size``
+        examples. ``None`` vectorises all ``n * B``. Same key, same noise, so the
+        result does not depend on ``batch_size`` beyond float rounding (exactly for
+        a deterministic ``attr``; a stochastic ``attr`` split into chunks draws its
+        own randomness per chunk).
 
     Returns:
       ``sg(x, target=None, *, key)``: ``key`` (a JAX PRNG key) is required.
@@ -122,14 +150,14 @@ _SIGMA_DOC = r"""
 def smoothgrad(
     attr: Callable, *, n: int = 50, noise_level: float = 0.15, batch_size: int | None = None
 ) -> contract.Attribution:
-    moments, scores_fn = _noisy_moments(
+    moments, wrap = _noisy_moments(
         attr, n=n, noise_level=noise_level, batch_size=batch_size, name="smoothgrad"
     )
 
     def sg(x, target=None, *, key=None):
         return moments(x, target, key).mean
 
-    return contract.attribution(sg, scores_fn=scores_fn, stochastic=True)
+    return wrap(sg, "smoothgrad")
 
 
 smoothgrad.__doc__ = (
@@ -145,7 +173,7 @@ smoothgrad.__doc__ = (
 def smoothgrad_sq(
     attr: Callable, *, n: int = 50, noise_level: float = 0.15, batch_size: int | None = None
 ) -> contract.Attribution:
-    moments, scores_fn = _noisy_moments(
+    moments, wrap = _noisy_moments(
         attr, n=n, noise_level=noise_level, batch_size=batch_size, name="smoothgrad_sq"
     )
 
@@ -153,7 +181,7 @@ def smoothgrad_sq(
         m = moments(x, target, key)
         return jnp.square(m.mean) + m.m2 / m.count
 
-    return contract.attribution(sq, scores_fn=scores_fn, stochastic=True)
+    return wrap(sq, "smoothgrad_sq")
 
 
 smoothgrad_sq.__doc__ = (
@@ -171,15 +199,13 @@ smoothgrad_sq.__doc__ = (
 def vargrad(
     attr: Callable, *, n: int = 50, noise_level: float = 0.15, batch_size: int | None = None
 ) -> contract.Attribution:
-    moments, scores_fn = _noisy_moments(
-        attr, n=n, noise_level=noise_level, batch_size=batch_size, name="vargrad"
-    )
+    moments, wrap = _noisy_moments(attr, n=n, noise_level=noise_level, batch_size=batch_size, name="vargrad")
 
     def vg(x, target=None, *, key=None):
         m = moments(x, target, key)
         return m.m2 / m.count
 
-    return contract.attribution(vg, scores_fn=scores_fn, stochastic=True)
+    return wrap(vg, "vargrad")
 
 
 vargrad.__doc__ = (
@@ -195,51 +221,40 @@ vargrad.__doc__ = (
 )
 
 
-def _wrap_vanilla(wrapper):
-    """Registry factory: ``wrapper`` around Vanilla Gradient, with the wrapper's signature."""
-
-    def factory(f, *, n: int = 50, noise_level: float = 0.15, batch_size: int | None = None):
-        return wrapper(vanilla_grad(f), n=n, noise_level=noise_level, batch_size=batch_size)
-
-    factory.__doc__ = wrapper.__doc__
-    return factory
-
-
-_FAST = {"n": 4}
 register(
     Method(
         "smoothgrad",
-        _wrap_vanilla(smoothgrad),
+        smoothgrad,
         "f",
         "smoothing",
         "SmoothGrad",
         "Smilkov et al. 2017",
         stochastic=True,
-        fast=_FAST,
+        wraps="vanilla_grad",
         captum="NoiseTunnel(Saliency, smoothgrad)",
     )
 )
 register(
     Method(
         "smoothgrad_sq",
-        _wrap_vanilla(smoothgrad_sq),
+        smoothgrad_sq,
         "f",
         "smoothing",
         "SmoothGrad²",
         "Hooker et al. 2019",
         stochastic=True,
-        fast=_FAST,
+        wraps="vanilla_grad",
     )
 )
 register(
     Method(
         "vargrad",
-        _wrap_vanilla(vargrad),
+        vargrad,
         "f",
         "smoothing",
         "VarGrad",
         "Adebayo et al. 2018",
         stochastic=True,
-        fast=_FAST,
+        wraps="vanilla_grad",
     )
 )

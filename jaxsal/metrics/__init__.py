@@ -10,15 +10,18 @@ as pure functions returning NamedTuples, with explicit PRNG keys:
 * faithfulness: :func:`deletion`, :func:`insertion` (Petsiuk et al., 2018),
   :func:`road` with :func:`noisy_linear_imputation` (Rong et al., 2022);
 * localisation: :func:`pointing_game`, :func:`relevance_mass_accuracy`,
-  :func:`relevance_rank_accuracy` (Arras et al., 2022), on :func:`synthetic_shapes`
-  with :class:`SmallCNN` and :func:`train_classifier`;
+  :func:`relevance_rank_accuracy` (Arras et al., 2022), e.g. on
+  :func:`jaxsal.datasets.synthetic_shapes` with :class:`jaxsal.models.ShapesCNN`;
 * robustness: :func:`max_sensitivity` (Yeh et al., 2019).
 
-The ``jaxsal sanity`` and ``jaxsal evaluate`` commands are in :mod:`jaxsal.metrics._cli`.
+The ``jaxsal sanity`` and ``jaxsal evaluate`` commands are in :mod:`jaxsal.cli`.
+The synthetic shapes set, the digits, the small CNN and its trainer, exported here in
+0.1, moved to :mod:`jaxsal.datasets` and :mod:`jaxsal.models`; the old names warn.
 """
 
+from jaxsal._src.moved import moved
 from jaxsal.metrics._common import reduce_channels
-from jaxsal.metrics.data_randomization import DataRandomizationResult, data_randomization, load_digits
+from jaxsal.metrics.data_randomization import DataRandomizationResult, data_randomization
 from jaxsal.metrics.faithfulness import (
     PerturbationCurve,
     deletion,
@@ -54,17 +57,8 @@ from jaxsal.metrics.similarity import (
     spearman,
     ssim,
 )
-from jaxsal.metrics.synthetic import (
-    SHAPES,
-    ShapesDataset,
-    SmallCNN,
-    Trained,
-    synthetic_shapes,
-    train_classifier,
-)
 
 __all__ = [
-    "SHAPES",
     "DataRandomizationResult",
     "Localization",
     "MapSimilarity",
@@ -72,9 +66,6 @@ __all__ = [
     "PointingGame",
     "RandomizationResult",
     "Sensitivity",
-    "ShapesDataset",
-    "SmallCNN",
-    "Trained",
     "compare_maps",
     "data_randomization",
     "deletion",
@@ -83,7 +74,6 @@ __all__ = [
     "hog_similarity",
     "insertion",
     "layer_names",
-    "load_digits",
     "make_baseline",
     "max_sensitivity",
     "model_parameter_randomization",
@@ -99,7 +89,19 @@ __all__ = [
     "road",
     "spearman",
     "ssim",
-    "synthetic_shapes",
-    "train_classifier",
     "trapezoid_auc",
 ]
+
+# Moved in 0.2; the old names warn with their new home.
+__getattr__ = moved(
+    __name__,
+    {
+        "SHAPES": "jaxsal.datasets:SHAPES",
+        "ShapesDataset": "jaxsal.datasets:ShapesDataset",
+        "synthetic_shapes": "jaxsal.datasets:synthetic_shapes",
+        "load_digits": "jaxsal.datasets:load_digits",
+        "SmallCNN": "jaxsal.models:ShapesCNN",
+        "Trained": "jaxsal.models:Trained",
+        "train_classifier": "jaxsal.models:train_classifier",
+    },
+)

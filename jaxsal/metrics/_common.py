@@ -17,6 +17,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from jaxsal._src.normalize import reduce_channels as _reduce
+
 Array = jax.Array
 Reduce = Literal["sum", "abs"]
 
@@ -49,9 +51,9 @@ def reduce_channels(maps: Any, reduce: Reduce = "sum", name: str = "maps") -> Ar
         )
     if reduce not in ("sum", "abs"):
         raise ValueError(f"reduce must be 'sum' or 'abs'; got {reduce!r}.")
-    if reduce == "abs":
-        maps = jnp.abs(maps)
-    return maps.sum(-1) if maps.ndim == 4 else maps
+    if maps.ndim == 3:
+        return jnp.abs(maps) if reduce == "abs" else maps
+    return _reduce(maps, "abs_sum" if reduce == "abs" else "sum")
 
 
 def check_same_shape(a: Array, b: Array, name_a: str, name_b: str) -> None:

@@ -7,8 +7,8 @@ memorise), and compare the two models' maps on the same images. A method whose m
 stay alike explains the input, not what the model learned from the labels.
 
 Protocol: scikit-learn's bundled 8x8 handwritten digits (1797 images, no download),
-scaled to ``[0, 1]`` and centred (``x - 0.5``); the same :class:`SmallCNN`
-(``features=(16, 32, 64)``), the same initialisation and the same mini-batch
+scaled to ``[0, 1]`` and centred (``x - 0.5``, :func:`jaxsal.datasets.load_digits`);
+the same :class:`jaxsal.models.ShapesCNN` (``features=(16, 32, 64)``), the same initialisation and the same mini-batch
 sequence for both runs; Adam. The explained class is the *true* label for both
 models. Similarity: :func:`jaxsal.metrics.compare_maps`. Training is kept to seconds,
 so the shuffled-label model only partly memorises its labels: its training accuracy
@@ -21,11 +21,9 @@ from collections.abc import Callable
 from typing import Any, NamedTuple
 
 import jax
-import jax.numpy as jnp
-import numpy as np
 
+from jaxsal._src.moved import moved
 from jaxsal.metrics.similarity import MapSimilarity, compare_maps
-from jaxsal.metrics.synthetic import SmallCNN, train_classifier
 
 Array = jax.Array
 
@@ -46,19 +44,6 @@ class DataRandomizationResult(NamedTuple):
     maps_random: Array
     images: Array
     labels: Array
-
-
-def load_digits() -> tuple[Array, Array]:
-    """scikit-learn's 8x8 digits as ``(1797, 8, 8, 1)`` float32 in ``[-0.5, 0.5]`` and labels."""
-    try:
-        from sklearn.datasets import load_digits as _load
-    except ImportError:  # pragma: no cover - depends on the environment
-        raise ImportError(
-            "the data randomisation test uses scikit-learn's digits: pip install 'jaxsal[metrics]'"
-        ) from None
-    d = _load()
-    images = (d.images.astype(np.float32) / 16.0 - 0.5)[..., None]
-    return jnp.asarray(images), jnp.asarray(d.target.astype(np.int32))
 
 
 def data_randomization(
@@ -86,10 +71,13 @@ def data_randomization(
     Returns:
       :class:`DataRandomizationResult`.
     """
-    key = jax.random.key(int(key)) if isinstance(key, (int, np.integer)) else key
+    from jaxsal.datasets import _as_key, load_digits
+    from jaxsal.models import ShapesCNN, train_classifier
+
+    key = _as_key(key)
     images, labels = load_digits()
     shuffled = jax.random.permutation(jax.random.fold_in(key, 0), labels)
-    module = SmallCNN(num_classes=10, features=(16, 32, 64), center=0.0)
+    module = ShapesCNN(num_classes=10, features=(16, 32, 64), center=0.0)
     train_key = jax.random.fold_in(key, 1)
     kw = dict(key=train_key, steps=steps, batch_size=batch_size, learning_rate=learning_rate)
     true_model = train_classifier(module, images, labels, **kw)
@@ -110,3 +98,7 @@ def data_randomization(
         x,
         y,
     )
+
+
+# Moved in 0.2; the old names warn.
+__getattr__ = moved(__name__, {"load_digits": "jaxsal.datasets:load_digits"})

@@ -36,7 +36,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from jaxsal._src.contract import check_scores, select
+from jaxsal._src.contract import check_scores, resolve_target, select
 from jaxsal.metrics._common import check_fraction_grid, check_image_batch, check_pixel_map
 
 Array = jax.Array
@@ -64,10 +64,10 @@ class PerturbationCurve(NamedTuple):
 
 def trapezoid_auc(fractions: Any, scores: Any) -> Array:
     """Trapezoid-rule area under ``scores`` (``(S, ...)``) over ``fractions`` (``(S,)``)."""
-    fr = jnp.asarray(fractions)
-    s = jnp.asarray(scores)
-    widths = (fr[1:] - fr[:-1]).reshape((-1,) + (1,) * (s.ndim - 1))
-    return (0.5 * (s[1:] + s[:-1]) * widths).sum(0)
+    # jnp.trapezoid broadcasts the widths (S - 1,) against (S - 1, B) implicitly, which
+    # JAX's rank_promotion="raise" refuses; the result is the same.
+    with jax.numpy_rank_promotion("allow"):
+        return jnp.trapezoid(jnp.asarray(scores), jnp.asarray(fractions), axis=0)
 
 
 def gaussian_blur(x: Array, sigma: float) -> Array:
@@ -123,12 +123,8 @@ def _resolve(f: Callable, x: Array, target: Any) -> Array:
     """A fixed per-example target: ``None`` becomes the argmax class on the clean ``x``."""
     scores = f(x)
     check_scores(scores, x.shape[0])
-    if target is None:
-        return jnp.argmax(jax.lax.stop_gradient(scores), axis=1)
-    if callable(target):
-        return target
-    select(scores, target)  # validates range and shape
-    return jnp.broadcast_to(jnp.asarray(target), (x.shape[0],))
+    target = resolve_target(scores, target)
+    return target if callable(target) else jnp.broadcast_to(jnp.asarray(target), (x.shape[0],))
 
 
 def _score_fn(f: Callable, target: Any, score: Score) -> Callable[[Array], Array]:

@@ -1,6 +1,6 @@
 """Localisation against ground truth: pointing game, relevance mass and rank accuracy.
 
-These compare a map with a known object mask (e.g. :func:`jaxsal.metrics.synthetic_shapes`).
+These compare a map with a known object mask (e.g. :func:`jaxsal.datasets.synthetic_shapes`).
 
 * Pointing game (Zhang, Bargal, Lin, Brandt, Shen & Sclaroff, 2018, "Top-down Neural
   Attention by Excitation Backprop", IJCV, https://arxiv.org/abs/1608.00507): a hit
@@ -23,6 +23,7 @@ from typing import Any, NamedTuple
 import jax
 import jax.numpy as jnp
 
+from jaxsal._src.numerics import safe_divide
 from jaxsal.metrics._common import check_mask, reduce_channels
 
 Array = jax.Array
@@ -91,9 +92,9 @@ def relevance_mass_accuracy(maps: Any, mask: Any) -> Localization:
     maps = reduce_channels(maps, "sum")
     mask = check_mask(mask, maps.shape)
     pos = jnp.maximum(maps, 0)
-    inside = (pos * mask).sum((1, 2))
+    inside = jnp.where(mask, pos, 0).sum((1, 2))
     total = pos.sum((1, 2))
-    per = jnp.where(total > 0, inside / jnp.where(total > 0, total, 1.0), 0.0)
+    per = safe_divide(inside, total)
     return Localization(per, per.mean())
 
 
@@ -112,5 +113,5 @@ def relevance_rank_accuracy(maps: Any, mask: Any) -> Localization:
     rank = jnp.argsort(order, axis=1)
     k = mask.reshape(b, -1).sum(1)
     top = rank < k[:, None]
-    per = (top & mask.reshape(b, -1)).sum(1) / k
+    per = (top & mask.reshape(b, -1)).sum(1) / k  # int / int: true division, float32
     return Localization(per, per.mean())

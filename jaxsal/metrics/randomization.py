@@ -58,7 +58,7 @@ from typing import Any, Literal, NamedTuple
 import jax
 import jax.numpy as jnp
 
-from jaxsal._src.contract import check_input, resolve_target
+from jaxsal._src.contract import as_attribution, check_input, resolve_target_at
 from jaxsal.metrics.similarity import compare_maps
 
 Array = jax.Array
@@ -415,13 +415,8 @@ def model_parameter_randomization(
                 variables, chosen, key=init_key, init=init, collection=collection, order=order
             )
 
-    attr0 = make_attr(variables)
-    if target is None and getattr(attr0, "scores_fn", None) is None:
-        raise ValueError(
-            "target=None needs an attribution function that exposes scores_fn (every jaxsal method "
-            "does) so the trained model's predicted class can be fixed; pass target explicitly."
-        )
-    target = resolve_target(getattr(attr0, "scores_fn", None), x, target)
+    attr0 = as_attribution(make_attr(variables), "model_parameter_randomization")
+    target = resolve_target_at(attr0.scores_fn, x, target, who="model_parameter_randomization")
     if target is not None and not callable(target):
         target = jnp.broadcast_to(jnp.asarray(target), (x.shape[0],))
 

@@ -20,7 +20,7 @@ from typing import Any, NamedTuple
 import jax
 import jax.numpy as jnp
 
-from jaxsal._src.contract import check_input, check_key, check_positive_int, resolve_target
+from jaxsal._src.contract import as_attribution, check_input, check_key, check_positive_int, resolve_target_at
 
 Array = jax.Array
 
@@ -67,7 +67,8 @@ def max_sensitivity(
     samples = check_positive_int(samples, "samples")
     if not radius > 0:
         raise ValueError(f"radius must be > 0 (L-infinity ball in input units); got {radius}.")
-    target = resolve_target(getattr(attr, "scores_fn", None), x, target)
+    attr = as_attribution(attr, "max_sensitivity")
+    target = resolve_target_at(attr.scores_fn, x, target, who="max_sensitivity")
     base = attr(x, target, key=jax.random.fold_in(key, samples))
     axes = tuple(range(1, base.ndim))
     norm = jnp.sqrt((base**2).sum(axes))

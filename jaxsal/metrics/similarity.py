@@ -18,6 +18,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from jaxsal._src.numerics import safe_divide
 from jaxsal.metrics._common import as_array, check_same_shape
 
 Array = jax.Array
@@ -26,22 +27,12 @@ Array = jax.Array
 def rankdata(a: Any) -> Array:
     """Average ranks (1-based) along the last axis; ties share the mean of their ranks.
 
-    Equal to ``scipy.stats.rankdata(a, method="average", axis=-1)``. For each value
-    ``v`` the rank is ``(#{a < v} + #{a <= v} + 1) / 2``, read off the sorted row
-    with two binary searches, so ``O(n log n)`` and jittable.
+    ``jax.scipy.stats.rankdata(a, method="average", axis=-1)``, which equals SciPy's.
     """
     a = jnp.asarray(a)
     if a.ndim == 0:
         raise ValueError("rankdata needs at least one axis; got a scalar.")
-    flat = a.reshape(-1, a.shape[-1])
-
-    def one(row):
-        s = jnp.sort(row)
-        lo = jnp.searchsorted(s, row, side="left")
-        hi = jnp.searchsorted(s, row, side="right")
-        return (lo + hi + 1) / 2.0
-
-    return jax.vmap(one)(flat).reshape(a.shape)
+    return jax.scipy.stats.rankdata(a, method="average", axis=-1)
 
 
 def _pearson_rows(u: Array, v: Array) -> Array:
@@ -50,7 +41,7 @@ def _pearson_rows(u: Array, v: Array) -> Array:
     num = (u * v).sum(-1)
     den = jnp.sqrt((u * u).sum(-1) * (v * v).sum(-1))
     # A constant row has no defined correlation: NaN, as scipy.stats.pearsonr/spearmanr.
-    return jnp.where(den > 0, num / jnp.where(den > 0, den, 1.0), jnp.nan)
+    return safe_divide(num, den, jnp.nan)
 
 
 def pearson(a: Any, b: Any) -> Array:

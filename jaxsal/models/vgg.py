@@ -145,10 +145,10 @@ def vgg16(
     Args:
       num_classes: classifier width.
       key: JAX PRNG key (required: jaxsal never draws hidden randomness).
-      widths, hidden: block widths and fc width, for toy variants.
+      widths: the convolution blocks' widths, for toy variants.
+      hidden: the width of the two hidden fully connected layers, for toy variants.
 
-    The full network has 138.4 M parameters (553 MB in float32); initialising it
-    takes a few seconds on a CPU. For pretrained weights use
+    The full network has 138.4 M parameters (553 MB in float32). For pretrained weights use
     :func:`load_torchvision_vgg16` with the default module ``VGG16()``.
     """
     if key is None:

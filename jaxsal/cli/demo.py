@@ -6,11 +6,13 @@ method's map for the top-1 class of every photo, writes the grid figure and prin
 two tables: the predictions, and the time each method took (compilation and run
 separately).
 
-The method list comes from :mod:`jaxsal._src.registry`: a method is built with
-``Method.build(model, **hyper)`` where ``model`` is the scores function ``f`` or a
-layer probe, as ``Method.takes`` says; hyper-parameters are passed only to
+The method list comes from the registry (:func:`jaxsal.methods`): a method is built
+with ``Method.build(model, **hyper)`` where ``model`` is the scores function ``f`` or
+a layer probe, as ``Method.takes`` says; hyper-parameters are passed only to
 factories that name them (``n`` and ``noise_level`` for SmoothGrad, ``steps`` for
-Integrated Gradients), so a newly registered method appears here without edits.
+Integrated Gradients, ``batch_size`` for every method that bounds its model calls),
+and ``Method.signed`` picks the colour map, so a newly registered method appears
+here without edits.
 
 Performance: all images go through each method in one batched call, and each method
 is compiled once (ahead of time, so the table can show compile and run time apart).
@@ -20,9 +22,9 @@ into it, which keeps compilation fast.
 
 from __future__ import annotations
 
+import argparse
 import dataclasses
 import functools
-import inspect
 import os
 import sys
 import time
@@ -31,7 +33,10 @@ from typing import Any, TextIO
 
 import numpy as np
 
-# The methods of the seed's chapter (Sec. 7.2) in the order of the figure.
+from jaxsal.cli import _common
+
+# The seven methods of the "Pixel Attribution" chapter of Molnar's "Interpretable
+# Machine Learning", in the order of the figure.
 DEFAULT_METHODS: tuple[str, ...] = (
     "vanilla_grad",
     "smoothgrad",
@@ -49,16 +54,14 @@ DEFAULT_IMAGES: tuple[str, ...] = ("chelsea", "coffee", "astronaut", "rocket", "
 # steps"; 50 is Captum's default as well. The demo prints IG's completeness gap; on
 # the five bundled photos it is ~0.11 (median relative) at 50 Gauss-Legendre steps,
 # and does not shrink monotonically with fewer steps (0.45-1.2 at 8), because the path
-# crosses many ReLU6 kinks. Measured on 2 CPU cores (5 photos, 7 methods): 109 s of CPU
-# time in all, so the paper settings are kept; SmoothGrad and IG are ~90 % of it.
+# crosses many ReLU6 kinks. The demo keeps the paper settings although SmoothGrad and IG
+# take most of its run time.
 DEFAULT_SMOOTHGRAD_N = 50
 DEFAULT_NOISE_LEVEL = 0.15
 DEFAULT_IG_STEPS = 50
-# Images per model call in SmoothGrad / IG (memory: about 60 MB each for EfficientNet-Lite0).
+# Images per model call, the ``batch_size`` of every method that takes one (memory: about
+# 60 MB each for EfficientNet-Lite0).
 DEFAULT_MAX_ROWS = 50
-
-# Methods whose sign carries meaning beyond noise: drawn with a diverging colour map.
-_SIGNED = frozenset({"integrated_gradients", "grad_x_input"})
 
 
 @dataclasses.dataclass
@@ -112,59 +115,20 @@ def read_image(path: str | os.PathLike) -> np.ndarray:
     except Exception as e:  # imageio raises many types for undecodable files
         reason = str(e).splitlines()[0] if str(e) else type(e).__name__
         raise OSError(f"cannot read image {path!r} ({reason}); use a JPEG or PNG file.") from None
-    return to_rgb_uint8(img, name=path)
+    try:
+        return _rgb_uint8(img, path)
+    except (TypeError, ValueError) as e:
+        raise OSError(f"cannot read image {path!r} ({_common.one_line(e)}).") from None
 
 
-def to_rgb_uint8(img: np.ndarray, name: str = "image") -> np.ndarray:
-    """Grayscale ``(H, W)``/``(H, W, 1)``, RGB, RGBA (alpha dropped), any int/float dtype -> uint8 RGB."""
+def _rgb_uint8(img: Any, name: str) -> np.ndarray:
+    """A decoded image or a user's array as uint8 RGB (:func:`jaxsal.models.to_rgb`)."""
+    from jaxsal import models
+
     img = np.asarray(img)
     if img.ndim == 4 and img.shape[0] == 1:  # single-frame animations
         img = img[0]
-    if img.ndim == 2:
-        img = img[..., None]
-    if img.ndim != 3 or img.shape[-1] not in (1, 2, 3, 4) or min(img.shape[:2]) < 1:
-        raise OSError(f"image {name!r} has shape {img.shape}; expected (H, W), (H, W, 3) or (H, W, 4).")
-    if img.shape[-1] in (1, 2):  # gray or gray + alpha
-        img = np.repeat(img[..., :1], 3, axis=-1)
-    img = img[..., :3]
-    if img.dtype == np.uint8:
-        return np.ascontiguousarray(img)
-    if np.issubdtype(img.dtype, np.integer):  # e.g. 16-bit PNG
-        top = 65535 if img.max() > 255 else 255
-        return (img.astype(np.float64) * 255 / top).round().astype(np.uint8)
-    if np.issubdtype(img.dtype, np.floating) or img.dtype == bool:
-        f = img.astype(np.float64)
-        if f.max() > 1.0:
-            f = f / 255.0
-        return (np.clip(f, 0, 1) * 255).round().astype(np.uint8)
-    raise OSError(f"image {name!r} has unsupported dtype {img.dtype}.")
-
-
-def resolve_methods(names: Sequence[str] | None) -> list[str]:
-    """Registry names to run. ``None`` -> the defaults; ``["all"]`` -> every registered method.
-
-    Raises:
-      ValueError: an unknown name (the message lists the registered ones).
-    """
-    from jaxsal._src import registry
-
-    _import_methods()
-    available = registry.methods()
-    if not names:
-        return [m for m in DEFAULT_METHODS if m in available]
-    if list(names) == ["all"]:
-        return list(available)
-    out: list[str] = []
-    for n in names:
-        registry.get_method(n)  # raises ValueError naming the choices
-        if n not in out:
-            out.append(n)
-    return out
-
-
-def _import_methods() -> None:
-    """Import the package, which registers every method (core, CAMs, Flax adapter)."""
-    import jaxsal  # noqa: F401
+    return models.to_rgb(img, np.uint8, name=name)
 
 
 # ----------------------------------------------------------------------------- model
@@ -192,15 +156,7 @@ def sample_images(names: Sequence[str] | None = None) -> dict[str, np.ndarray]:
     missing = [n for n in names if n not in photos]
     if missing:
         raise ValueError(f"unknown sample image(s) {missing}; choose from: {', '.join(photos)}.")
-    return {n: to_rgb_uint8(photos[n], n) for n in names}
-
-
-def _display(x: np.ndarray) -> np.ndarray:
-    """The photos as the model sees them (the 224 crop), float RGB in ``[0, 1]``.
-
-    Inverts :func:`jaxsal.models.preprocess`'s pixel scaling ``x = (u8 - 127) / 128``.
-    """
-    return np.clip((np.asarray(x) * 128.0 + 127.0) / 255.0, 0.0, 1.0)
+    return {n: photos[n] for n in names}
 
 
 def _label(labels: Sequence[str], idx: int) -> str:
@@ -210,38 +166,11 @@ def _label(labels: Sequence[str], idx: int) -> str:
 # ----------------------------------------------------------------------------- methods
 
 
-def _accepted(method, model: Any, hyper: Mapping[str, Any]) -> dict[str, Any]:
-    """The entries of ``hyper`` that ``method``'s factory names in its signature."""
-    params = inspect.signature(method.factory).parameters
-    return {k: v for k, v in hyper.items() if v is not None and k in params}
-
-
-def _batch_size(method, rows: int, batch: int) -> int | None:
-    """``batch_size`` hyper-parameter that keeps about ``rows`` images per model call.
-
-    The smoothing wrappers count noisy copies of the whole batch, the path methods
-    count rows (path points x examples).
-    """
-    if rows <= 0:
-        return None
-    return max(1, rows // batch) if method.family == "smoothing" else rows
-
-
-def display_kind(name: str, method) -> str:
-    if method.output == "layer":
+def display_kind(method) -> str:
+    """How ``viz.grid`` draws ``method``'s maps: over the photo, diverging, or as ``|R|``."""
+    if method.output != "input":  # a layer's resolution: stretched over the photo
         return "overlay"
-    return "signed" if name in _SIGNED else "abs"
-
-
-def _model_for(method, module, variables, layer) -> Any:
-    """What ``method``'s factory takes: the scores function ``f`` or a layer probe."""
-    if method.takes == "probe":
-        from jaxsal import flax as jflax
-
-        if layer is None:
-            raise ValueError(f"method {method.name!r} needs a layer, but the model names no Grad-CAM layer.")
-        return jflax.probe(module, variables, layer)
-    return lambda z: module.apply(variables, z)
+    return "signed" if method.signed else "abs"
 
 
 _CLASSIFIERS: dict[int, Callable] = {}
@@ -268,15 +197,14 @@ def _compiled(method, module, variables, layer, hyper: Mapping[str, Any], args: 
     """
     import jax
 
-    kwargs = _accepted(method, _model_for(method, module, variables, layer), hyper)
+    kwargs = _common.hyper_for(method, hyper)
     spec = tuple((getattr(a, "shape", None), str(getattr(a, "dtype", ""))) for a in args[1:])
     cache_key = (method.name, id(module), layer, tuple(sorted(kwargs.items())), spec)
     if cache_key in _COMPILED:
         return _COMPILED[cache_key][0], True
 
     def fn(variables, x, target, key):
-        attr = method.build(_model_for(method, module, variables, layer), **kwargs)
-        return attr(x, target, key=key)
+        return _common.build_attr(method, module, variables, layer, kwargs)(x, target, key=key)
 
     exe = jax.jit(fn).lower(variables, *args[1:]).compile()
     _COMPILED[cache_key] = (exe, module)  # keep the module alive so its id stays unique
@@ -308,14 +236,15 @@ def run(
       images: file paths, or ``{name: uint8 (H, W, 3) array}``.
       samples: names of bundled photos (chelsea, coffee, astronaut, rocket,
         grace_hopper), shown before ``images``. If both are ``None``: all five.
-      methods: registry names; ``None`` the seed's seven methods, ``["all"]`` every
+      methods: registry names; ``None`` the seven of :data:`DEFAULT_METHODS`, ``["all"]`` every
         registered method.
       out: where to write the PNG, or ``None`` not to write it.
       seed: seed of the PRNG key ``jax.random.key(seed)`` given to stochastic methods.
       smoothgrad_n, noise_level: SmoothGrad's sample count and ``sigma / (x_max - x_min)``.
       ig_steps: Integrated Gradients' quadrature steps.
-      max_rows: at most about this many images go through the model at once in the
-        sampling methods (a memory bound, ~60 MB per image); 0 for no bound.
+      max_rows: at most this many images (rows) go through the model per call: the
+        ``batch_size`` of every method that takes one (a memory bound, ~60 MB per
+        image); 0 for no bound.
       percentile: clipping percentile of the displayed maps.
       progress: show a progress bar on stderr.
       stream: where the tables go (default ``sys.stdout``).
@@ -326,7 +255,7 @@ def run(
     t_start = time.perf_counter()
     stream = sys.stdout if stream is None else stream
     # Validate everything cheap before loading the model or importing JAX-heavy code.
-    names = resolve_methods(methods)
+    names = _common.resolve_methods(methods, DEFAULT_METHODS)
     if not names:
         raise ValueError("no methods to run; pass --methods with at least one registered name.")
     if samples is not None:
@@ -335,7 +264,7 @@ def run(
             raise ValueError(f"unknown sample image(s) {unknown}; choose from: {', '.join(DEFAULT_IMAGES)}.")
     files: dict[str, np.ndarray] = {}
     if isinstance(images, Mapping):
-        files = {k: to_rgb_uint8(v, k) for k, v in images.items()}
+        files = {k: _rgb_uint8(v, k) for k, v in images.items()}
     elif images is not None:
         for p in images:
             stem = os.path.splitext(os.path.basename(os.fspath(p)))[0]
@@ -347,8 +276,8 @@ def run(
     import jax.numpy as jnp
     from tqdm.auto import tqdm
 
+    import jaxsal
     from jaxsal import models, viz
-    from jaxsal._src import registry
 
     bar = tqdm(total=2 + len(names), disable=not progress, desc="jaxsal demo", unit="step", file=sys.stderr)
     try:
@@ -371,34 +300,35 @@ def run(
         key = jax.random.key(seed)
         bar.update(1)
 
-        hyper = {"n": smoothgrad_n, "noise_level": noise_level, "steps": ig_steps}
-        rows = max_rows
+        hyper = {
+            "n": smoothgrad_n,
+            "noise_level": noise_level,
+            "steps": ig_steps,
+            "batch_size": max_rows if max_rows > 0 else None,
+        }
         maps: dict[str, np.ndarray] = {}
         timings: dict[str, Timing] = {}
         kinds: dict[str, str] = {}
         titles: dict[str, str] = {}
         for name in names:
-            method = registry.get_method(name)
+            method = jaxsal.get_method(name)
             bar.set_postfix_str(name)
-            hyper_m = {**hyper, "batch_size": _batch_size(method, rows, len(photos))}
             t0 = time.perf_counter()
-            compiled, cached = _compiled(
-                method, module, variables, layer, hyper_m, (variables, x, target, key)
-            )
+            compiled, cached = _compiled(method, module, variables, layer, hyper, (variables, x, target, key))
             t1 = time.perf_counter()
             m = jax.block_until_ready(compiled(variables, x, target, key))
             t2 = time.perf_counter()
             title = method.title
             maps[title] = np.asarray(m, dtype=np.float32)
             timings[name] = Timing(t1 - t0, t2 - t1, cached, _note(method, module, variables, x, target, m))
-            kinds[title] = display_kind(name, method)
+            kinds[title] = display_kind(method)
             titles[name] = title
             bar.update(1)
     finally:
         bar.close()
 
     row_labels = [f"{p.label} p={p.probability:.2f}" for p in predictions]
-    fig = viz.grid(_display(np.asarray(x)), maps, row_labels, kinds=kinds, percentile=percentile)
+    fig = viz.grid(models.deprocess(x), maps, row_labels, kinds=kinds, percentile=percentile)
     out_path = None
     if out is not None:
         out_path = os.fspath(out)
@@ -453,3 +383,109 @@ def print_report(result: DemoResult, titles: Mapping[str, str], stream: TextIO) 
     print(file=stream)
     where = f"wrote {result.out} " if result.out else ""
     print(f"{where}({result.rows} rows x {result.cols} columns) in {result.wall_s:.1f} s", file=stream)
+
+
+# ----------------------------------------------------------------------------- argparse
+
+
+def _method_list() -> str:
+    import jaxsal  # importing the package registers every method
+
+    ms = jaxsal.methods()
+    if not ms:
+        return "  (no methods registered)"
+    width = max(len(n) for n in ms)
+    lines = []
+    for name, m in ms.items():
+        mark = "*" if name in DEFAULT_METHODS else " "
+        lines.append(f" {mark}{name:<{width}}  {m.title} ({m.paper})")
+    return "\n".join(lines)
+
+
+def add_subcommands(subparsers) -> None:
+    """Add ``demo`` to the ``jaxsal`` command line."""
+    p = subparsers.add_parser(
+        "demo",
+        help="saliency maps of EfficientNet-Lite0 on bundled photos, saved as a grid PNG",
+        description=(
+            "Classify photos with a pretrained EfficientNet-Lite0 (offline) and draw every "
+            "method's map of the top-1 class: one row per photo, one column per method."
+        ),
+        epilog="registered methods (* = run by default):\n" + _method_list(),
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    p.add_argument(
+        "--images",
+        nargs="+",
+        metavar="PATH",
+        help="image files to explain (JPEG, PNG, ...); default: the bundled photos "
+        + ", ".join(DEFAULT_IMAGES),
+    )
+    p.add_argument(
+        "--samples",
+        metavar="NAME,NAME",
+        help="bundled photos to use, comma-separated (default: all five, unless --images is given)",
+    )
+    p.add_argument(
+        "--methods",
+        action="append",
+        metavar="M1,M2",
+        help="registry names, comma-separated or repeated, or 'all'; default: the starred ones",
+    )
+    p.add_argument(
+        "--out", default="jaxsal-demo.png", metavar="PNG", help="output figure (default: %(default)s)"
+    )
+    p.add_argument(
+        "--seed", type=int, default=0, help="seed of the SmoothGrad key jax.random.key(SEED) (default: 0)"
+    )
+    p.add_argument(
+        "--smoothgrad-n",
+        type=_common.positive_int,
+        default=DEFAULT_SMOOTHGRAD_N,
+        metavar="N",
+        help="SmoothGrad noisy samples (default: %(default)s, the paper's)",
+    )
+    p.add_argument(
+        "--noise-level",
+        type=float,
+        default=DEFAULT_NOISE_LEVEL,
+        help="SmoothGrad sigma / (x_max - x_min) (default: %(default)s, the paper's 10-20%%)",
+    )
+    p.add_argument(
+        "--ig-steps",
+        type=_common.positive_int,
+        default=DEFAULT_IG_STEPS,
+        metavar="N",
+        help="Integrated Gradients steps (default: %(default)s)",
+    )
+    p.add_argument(
+        "--percentile",
+        type=float,
+        default=99.0,
+        help="clip displayed maps at this percentile of |map| (default: 99)",
+    )
+    p.add_argument(
+        "--dpi", type=_common.positive_int, default=100, help="resolution of the PNG (default: 100)"
+    )
+    p.add_argument("--no-progress", action="store_true", help="hide the progress bar")
+    p.set_defaults(func=_run_demo)
+
+
+def _run_demo(args: argparse.Namespace) -> int:
+    methods = _common.split_list(args.methods)
+    if not 0 <= args.percentile <= 100:
+        raise ValueError(f"--percentile must be in [0, 100]; got {args.percentile}.")
+    run(
+        images=args.images,
+        samples=_common.split_list([args.samples]) if args.samples else None,
+        methods=methods,
+        out=args.out,
+        seed=args.seed,
+        smoothgrad_n=args.smoothgrad_n,
+        noise_level=args.noise_level,
+        ig_steps=args.ig_steps,
+        percentile=args.percentile,
+        dpi=args.dpi,
+        progress=not args.no_progress,
+    )
+    return 0
