@@ -94,10 +94,6 @@ def cam(
     return contract.Attribution(attr, probe.scores_fn, output="layer", name=name, hyper={"relu": relu})
 
 
-def _gradient_cam(p: Probe, weights: Weights, relu: bool, name: str) -> contract.Attribution:
-    return cam(p, weights, relu=relu, name=name)
-
-
 # ----------------------------------------------------------------------------- channel weights
 
 
@@ -155,7 +151,7 @@ def grad_cam(probe: Probe, *, relu: bool = True) -> contract.Attribution:
       p = jaxsal.flax.probe(model, variables, "backbone/conv3")
       heat = jaxsal.upsample(jax.jit(jaxsal.grad_cam(p))(images), images.shape[1:3])
     """
-    return _gradient_cam(probe, _grad_cam_weights, relu, "grad_cam")
+    return cam(probe, _grad_cam_weights, relu=relu, name="grad_cam")
 
 
 def grad_cam_pp(probe: Probe, *, relu: bool = True) -> contract.Attribution:
@@ -178,7 +174,7 @@ def grad_cam_pp(probe: Probe, *, relu: bool = True) -> contract.Attribution:
 
     Returns: ``attr(x, target=None, *, key=None) -> (B, h, w)``, raw.
     """
-    return _gradient_cam(probe, _grad_cam_pp_weights, relu, "grad_cam_pp")
+    return cam(probe, _grad_cam_pp_weights, relu=relu, name="grad_cam_pp")
 
 
 def hires_cam(probe: Probe, *, relu: bool = True) -> contract.Attribution:
@@ -195,7 +191,7 @@ def hires_cam(probe: Probe, *, relu: bool = True) -> contract.Attribution:
 
     Returns: ``attr(x, target=None, *, key=None) -> (B, h, w)``, raw.
     """
-    return _gradient_cam(probe, _hires_cam_weights, relu, "hires_cam")
+    return cam(probe, _hires_cam_weights, relu=relu, name="hires_cam")
 
 
 def xgrad_cam(probe: Probe, *, relu: bool = True) -> contract.Attribution:
@@ -213,7 +209,7 @@ def xgrad_cam(probe: Probe, *, relu: bool = True) -> contract.Attribution:
 
     Returns: ``attr(x, target=None, *, key=None) -> (B, h, w)``, raw.
     """
-    return _gradient_cam(probe, _xgrad_cam_weights, relu, "xgrad_cam")
+    return cam(probe, _xgrad_cam_weights, relu=relu, name="xgrad_cam")
 
 
 def layer_cam(probe: Probe, *, relu: bool = True) -> contract.Attribution:
@@ -231,7 +227,7 @@ def layer_cam(probe: Probe, *, relu: bool = True) -> contract.Attribution:
 
     Returns: ``attr(x, target=None, *, key=None) -> (B, h, w)``, raw.
     """
-    return _gradient_cam(probe, _layer_cam_weights, relu, "layer_cam")
+    return cam(probe, _layer_cam_weights, relu=relu, name="layer_cam")
 
 
 def score_cam(probe: Probe, *, batch_size: int = 32, relu: bool = True) -> contract.Attribution:

@@ -153,10 +153,6 @@ def as_attribution(attr: Any, wrapper: str) -> Attribution:
     return Attribution(attr, None, stochastic=True, name=getattr(attr, "__name__", "callable"))
 
 
-def is_stochastic(attr: Callable) -> bool:
-    return isinstance(attr, Attribution) and attr.stochastic
-
-
 # ----------------------------------------------------------------------------- checks
 
 

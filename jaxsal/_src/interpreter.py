@@ -527,11 +527,6 @@ def find_units(f: Callable, *args, matcher: Matcher) -> list[Unit]:
     return sorted(_walk(plan(closed, [(matcher, None)])), key=lambda u: u.index)
 
 
-def count_units(closed, matcher: Matcher) -> int:
-    """How many units ``matcher`` finds in a ``ClosedJaxpr`` (sub-jaxprs included)."""
-    return plan(closed, [(matcher, None)]).count
-
-
 # ----------------------------------------------------------------------------- evaluation
 
 

@@ -48,11 +48,14 @@ def noise_sigma(x: Array, noise_level: float) -> Array:
 
 def check_noise_level(noise_level: Any) -> float:
     """``noise_level`` as a finite float >= 0, or a clear error."""
-    if isinstance(noise_level, bool) or not isinstance(noise_level, (int, float, np.integer, np.floating)):
-        if not (hasattr(noise_level, "shape") and getattr(noise_level, "shape", None) == ()):
-            raise TypeError(
-                f"noise_level must be a float (fraction of each example's value range); got {noise_level!r}."
-            )
+    scalar = (
+        isinstance(noise_level, (int, float, np.integer, np.floating))
+        or getattr(noise_level, "shape", None) == ()
+    )
+    if isinstance(noise_level, bool) or not scalar:
+        raise TypeError(
+            f"noise_level must be a float (fraction of each example's value range); got {noise_level!r}."
+        )
     value = float(noise_level)
     if not (math.isfinite(value) and value >= 0):
         raise ValueError(f"noise_level must be >= 0 and finite (the paper suggests 0.1-0.2); got {value}.")
