@@ -86,7 +86,7 @@ class AtLayer:
                 )
             target = contract.resolve_target(scores, target)
             b = x.shape[0]
-            targets = target if callable(target) else jnp.broadcast_to(jnp.asarray(target), (b,))
+            targets = None if callable(target) else jnp.broadcast_to(jnp.asarray(target), (b,))
             keys = None if key is None else jax.vmap(lambda i: jax.random.fold_in(key, i))(jnp.arange(b))
             bases = None
             if input_baseline:
@@ -106,7 +106,7 @@ class AtLayer:
                 t = target if callable(target) else ti[None]
                 return make(f_at, **hyper, **extra)(ai[None], t, key=ki)[0]
 
-            per_example = (x, a, None if callable(target) else targets, keys, bases)
+            per_example = (x, a, targets, keys, bases)
             # batch_size bounds the rows of one model call: then one example at a time.
             return jax.lax.map(one, per_example, batch_size=None if bounded else b)
 
