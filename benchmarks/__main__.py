@@ -159,6 +159,18 @@ def run_speed(quick: bool, runs: int = 5, steps: int = 50) -> dict:
 # ----------------------------------------------------------------------------- rendering
 
 
+#: Reports of the method families with their own harness: (results/<name>.md, the command).
+FAMILY_REPORTS = (
+    ("propagation", "python -m benchmarks.propagation"),
+    ("perturbation", "python -m benchmarks.perturbation"),
+    ("pair", "python -m benchmarks.pair_parity"),
+    (
+        "sanity_propagation",
+        "jaxsal sanity --methods lrp lrp_alpha2_beta1 deeplift guided_backprop vanilla_grad",
+    ),
+)
+
+
 def render() -> str:
     from benchmarks import parity, speed
 
@@ -213,6 +225,14 @@ def render() -> str:
             out.append(before_after(base, spd))
     if opt:
         out.append(opt.get("markdown", ""))
+    for name, command in FAMILY_REPORTS:  # written by their own scripts, embedded as they are
+        path = RESULTS / f"{name}.md"
+        if path.exists():
+            text = path.read_text().strip().splitlines()
+            title = text[0].lstrip("# ").strip() if text else name
+            out.append(f"## {title}\n\n(`{command}`, from `benchmarks/results/{name}.md`)\n")
+            out.append("\n".join("#" + line if line.startswith("#") else line for line in text[1:]))
+            out.append("")
     tail = HERE / "RESULTS_TAIL.md"
     if tail.exists():
         out.append(tail.read_text())

@@ -30,6 +30,7 @@ from __future__ import annotations
 import ast
 import dataclasses
 import inspect
+import warnings
 from collections.abc import Callable
 
 import jax
@@ -136,7 +137,9 @@ def run_captum(case: Case, cls: str, *, layer: bool = False, init: dict | None =
     args = (model, case.torch_layer) if layer else (model,)
     obj = getattr(ca, cls)(*args, **(init or {}))
     x = case.x_torch.clone().requires_grad_(True)
-    out = obj.attribute(x, target=torch.from_numpy(case.target), **kw)
+    with warnings.catch_warnings():  # DeepLift announces its hooks on every call
+        warnings.filterwarnings("ignore", message="Setting forward, backward hooks", category=UserWarning)
+        out = obj.attribute(x, target=torch.from_numpy(case.target), **kw)
     if out.dtype != x.dtype:
         raise AssertionError(f"captum returned {out.dtype} for {x.dtype} input")
     if cls == "LayerGradCam":

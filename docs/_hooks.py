@@ -28,6 +28,7 @@ SUBMODULES = (
     "jaxsal.viz",
     "jaxsal.datasets",
     "jaxsal.matchers",
+    "jaxsal.rules",
     "jaxsal.cli",
 )
 # Modules of which only the docstring is documented, not the members (none at present).

@@ -18,22 +18,31 @@ from jaxsal._src.cam import (
     score_cam,
     xgrad_cam,
 )
-from jaxsal._src.contract import Attribution, attribution
+from jaxsal._src.contract import Attribution, attribution, check_independent
+from jaxsal._src.deeplift import deeplift, deeplift_shap
+from jaxsal._src.expected_gradients import expected_gradients
 from jaxsal._src.gradients import deconvnet, grad_x_input, guided_backprop, vanilla_grad
 from jaxsal._src.interpreter import Matcher, Unit, backward_rule, find_units, interpret
 from jaxsal._src.layer import layer_grad_x_activation, layer_integrated_gradients
+from jaxsal._src.pair_paths import blur_ig, guided_ig
 from jaxsal._src.path import Completeness, completeness_gap, integrated_gradients, quadrature
+from jaxsal._src.perturbation import feature_ablation, occlusion, shapley_sampling
 from jaxsal._src.probe import Probe, probe
+from jaxsal._src.propagation import lrp
 from jaxsal._src.registry import Method, get_method, methods
 from jaxsal._src.relu_rules import relu_with_rule, with_relu_rule
 from jaxsal._src.resize import upsample
+from jaxsal._src.rise import rise
+from jaxsal._src.segments import segments
 from jaxsal._src.smoothing import noise_sigma, smoothgrad, smoothgrad_sq, vargrad
+from jaxsal._src.surrogate import kernel_shap, lime
+from jaxsal._src.xrai import xrai
 
 __version__ = "0.1.0"
 
 # Subpackages load on first use (``jaxsal.metrics``, ``jaxsal.flax``, ...), so that
 # ``import jaxsal`` imports no optax, matplotlib, scikit-learn or scikit-image.
-_SUBMODULES = ("datasets", "flax", "matchers", "metrics", "models", "viz")
+_SUBMODULES = ("datasets", "flax", "matchers", "metrics", "models", "rules", "viz")
 
 
 def __getattr__(name: str):
@@ -57,6 +66,7 @@ __all__ = [
     "at_layer",
     "attribution",
     "cam",
+    "check_independent",
     "layer_grad_x_activation",
     "layer_integrated_gradients",
     "Probe",
@@ -75,6 +85,10 @@ __all__ = [
     "Method",
     "completeness_gap",
     "deconvnet",
+    "deeplift",
+    "deeplift_shap",
+    "lrp",
+    "rules",
     "get_method",
     "grad_x_input",
     "guided_backprop",
@@ -88,5 +102,16 @@ __all__ = [
     "smoothgrad_sq",
     "vanilla_grad",
     "vargrad",
+    "occlusion",
+    "feature_ablation",
+    "shapley_sampling",
+    "kernel_shap",
+    "lime",
+    "rise",
+    "expected_gradients",
+    "segments",
     "with_relu_rule",
+    "blur_ig",
+    "guided_ig",
+    "xrai",
 ]

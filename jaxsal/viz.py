@@ -11,6 +11,10 @@ by the pure functions of :mod:`jaxsal._src.normalize`; this module only draws:
 * :func:`randomization_grid`, :func:`randomization_curves`: the figures of the
   model-parameter randomisation sanity check (:func:`jaxsal.metrics.model_parameter_randomization`).
 
+Maps with NaN or inf values (jaxsal's answer to a non-finite input or a traced
+out-of-range target) are never drawn blank: the pixels are drawn in
+``NAN_COLOR``, the panel is labelled, and an all-NaN map is hatched.
+
 Every figure is a ``matplotlib.figure.Figure`` that is not registered with pyplot: no
 backend is selected or switched, nothing global changes, and the figure is freed with
 its last reference. Save it with ``fig.savefig(path)``; Jupyter displays it inline.
@@ -73,6 +77,62 @@ def _as_2d(m: Any, reduce: str) -> np.ndarray:
     return m[None]
 
 
+#: Colour of NaN/inf pixels, and of the hatching and label of a map that has them.
+NAN_COLOR = "#d62728"
+
+
+def _finite_part(m: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """``m`` with non-finite values set to 0 (so they do not spoil the scaling), and their mask."""
+    bad = ~np.isfinite(m)
+    return np.where(bad, np.float32(0), m), bad
+
+
+def _with_bad(cmap: str):
+    """The colour map ``cmap`` drawing NaN in ``NAN_COLOR`` (matplotlib's default: transparent)."""
+    import matplotlib
+
+    return matplotlib.colormaps[cmap].with_extremes(bad=NAN_COLOR)
+
+
+def _mark_nonfinite(ax, bad: np.ndarray) -> None:
+    """Label a panel whose map has NaN/inf values, and hatch it when the whole map is.
+
+    jaxsal returns NaN maps on purpose (a non-finite input or a traced out-of-range
+    target under ``jit``): they must never look like a blank, all-zero map.
+    """
+    if not bad.any():
+        return
+    from matplotlib.patches import Rectangle
+
+    whole = bool(bad.all())
+    if whole:
+        ax.add_patch(
+            Rectangle(
+                (0, 0),
+                1,
+                1,
+                transform=ax.transAxes,
+                facecolor="white",
+                edgecolor=NAN_COLOR,
+                hatch="xx",
+                zorder=3,
+            )
+        )
+    label = "NaN map" if whole else f"NaN/inf: {bad.mean():.0%} of pixels"
+    ax.text(
+        0.5,
+        0.5,
+        label,
+        transform=ax.transAxes,
+        ha="center",
+        va="center",
+        fontsize=8,
+        color=NAN_COLOR,
+        zorder=4,
+        bbox={"facecolor": "white", "edgecolor": NAN_COLOR, "alpha": 0.9},
+    )
+
+
 def show_abs(ax, m: Any, percentile: float = 99.0, *, reduce: str = "abs_sum", cmap: str = "gray"):
     """Draw ``|m|`` clipped at its ``percentile`` and scaled to ``[0, 1]`` (black = 0).
 
@@ -85,9 +145,11 @@ def show_abs(ax, m: Any, percentile: float = 99.0, *, reduce: str = "abs_sum", c
     Returns:
       the ``AxesImage``.
     """
-    v = np.asarray(_nz.abs_percentile(_as_2d(m, reduce), percentile))[0]
-    im = ax.imshow(v, cmap=cmap, vmin=0.0, vmax=1.0, interpolation="nearest")
+    m2, bad = _finite_part(_as_2d(m, reduce))
+    v = np.where(bad, np.nan, np.asarray(_nz.abs_percentile(m2, percentile)))[0]
+    im = ax.imshow(v, cmap=_with_bad(cmap), vmin=0.0, vmax=1.0, interpolation="nearest")
     _clean(ax)
+    _mark_nonfinite(ax, bad[0])
     return im
 
 
@@ -105,9 +167,11 @@ def show_signed(ax, m: Any, percentile: float = 99.0, *, reduce: str = "sum", cm
     Returns:
       the ``AxesImage``.
     """
-    v = np.asarray(_nz.signed_symmetric(_as_2d(m, reduce), percentile))[0]
-    im = ax.imshow(v, cmap=cmap, vmin=-1.0, vmax=1.0, interpolation="nearest")
+    m2, bad = _finite_part(_as_2d(m, reduce))
+    v = np.where(bad, np.nan, np.asarray(_nz.signed_symmetric(m2, percentile)))[0]
+    im = ax.imshow(v, cmap=_with_bad(cmap), vmin=-1.0, vmax=1.0, interpolation="nearest")
     _clean(ax)
+    _mark_nonfinite(ax, bad[0])
     return im
 
 
@@ -129,14 +193,22 @@ def overlay(ax, image: Any, heatmap: Any, alpha: float = 0.5, *, cmap: str = "je
         raise ValueError(f"alpha must be in [0, 1]; got {alpha}.")
     img = image_to_float(image)
     h, w = img.shape[:2]
-    v = np.asarray(_nz.minmax(_as_2d(heatmap, reduce)))[0]
+    m2, bad = _finite_part(_as_2d(heatmap, reduce))
+    v = np.where(bad, np.nan, np.asarray(_nz.minmax(m2)))[0]
     ax.imshow(img, extent=(0, w, h, 0))
     im = ax.imshow(
-        v, cmap=cmap, alpha=alpha, vmin=0.0, vmax=1.0, extent=(0, w, h, 0), interpolation="bilinear"
+        v,
+        cmap=_with_bad(cmap),
+        alpha=alpha,
+        vmin=0.0,
+        vmax=1.0,
+        extent=(0, w, h, 0),
+        interpolation="nearest" if bad.any() else "bilinear",
     )
     ax.set_xlim(0, w)
     ax.set_ylim(h, 0)
     _clean(ax)
+    _mark_nonfinite(ax, bad[0])
     return im
 
 

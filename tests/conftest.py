@@ -96,6 +96,10 @@ def nnx_cnn():
     return types.SimpleNamespace(model=model, x=x)
 
 
+# A 4 x 4 grid of 2 x 2 patches (16 groups) for the 8 x 8 inputs: feature masks of the
+# sampling methods in FAST (their default 8 x 8 grid would be 64 single pixels).
+GRID4 = jnp.repeat(jnp.repeat(jnp.arange(16).reshape(4, 4), 2, axis=0), 2, axis=1)
+
 # Hyper-parameters small enough for the unit tests, per registered method (test-only
 # data: the registry holds none). Methods not named here run with their defaults.
 FAST = {
@@ -105,6 +109,15 @@ FAST = {
     "smoothgrad_sq": {"n": 4},
     "vargrad": {"n": 4},
     "score_cam": {"batch_size": 4},
+    "occlusion": {"window": (3, 3), "strides": (2, 2)},
+    "shapley_sampling": {"n": 2, "feature_mask": GRID4},
+    "kernel_shap": {"n": 40, "feature_mask": GRID4},
+    "lime": {"n": 40, "feature_mask": GRID4},
+    "rise": {"n": 16, "grid": 3},
+    "expected_gradients": {"n": 4},
+    "guided_ig": {"steps": 4},
+    "blur_ig": {"steps": 4, "max_sigma": 2.0},
+    "xrai": {"steps": 4, "segment_resize": None, "min_pixel_diff": 1, "dilation_radius": 1},
 }
 
 

@@ -10,9 +10,11 @@ from conftest import FAST
 
 import jaxsal
 
-W = jnp.ones((4, 3))
-F = lambda x: x @ W  # noqa: E731
-X = jnp.ones((2, 4))
+# Small images, so that the methods that slide or group over (H, W) (occlusion, RISE,
+# KernelSHAP, ...) get as far as the checks under test.
+W = jnp.ones((8 * 8 * 3, 3))
+F = lambda x: x.reshape((x.shape[0], -1)) @ W  # noqa: E731
+X = jnp.ones((2, 8, 8, 3))
 
 
 def _maker(method):
@@ -39,7 +41,7 @@ def make(request):
 
 def test_integer_input(make):
     with pytest.raises(TypeError, match=r"x must have a floating dtype.*astype"):
-        make(F)(jnp.ones((2, 4), jnp.int32), 0)
+        make(F)(jnp.ones((2, 8, 8, 3), jnp.int32), 0)
 
 
 @pytest.mark.parametrize("target", [3, -1, np.array([0, 5]), jnp.array([0, 7])])
@@ -62,9 +64,9 @@ def test_float_target(make):
 @pytest.mark.parametrize(
     "bad_f, fix",
     [
-        (lambda x: x.sum(axis=1), r"regression output of shape \(B,\)"),
-        (lambda x: (x @ W)[None], r"scores of shape \(2, C\)"),
-        (lambda x: (x @ W)[:1], r"scores of shape \(2, C\)"),
+        (lambda x: x.sum(axis=(1, 2, 3)), r"regression output of shape \(B,\)"),
+        (lambda x: F(x)[None], r"scores of shape \(2, C\)"),
+        (lambda x: F(x)[:1], r"scores of shape \(2, C\)"),
     ],
 )
 def test_f_output_not_b_by_c(make, bad_f, fix):
@@ -136,4 +138,4 @@ def test_errors_are_raised_under_jit_too():
     with pytest.raises(ValueError, match="out of range"):
         jax.jit(lambda x: jaxsal.vanilla_grad(F)(x, 3))(X)
     with pytest.raises(ValueError, match=r"scores of shape \(2, C\)"):
-        jax.jit(jaxsal.vanilla_grad(lambda x: x.sum(axis=1)))(X)
+        jax.jit(jaxsal.vanilla_grad(lambda x: x.sum(axis=(1, 2, 3))))(X)

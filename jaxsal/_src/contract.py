@@ -22,11 +22,23 @@ Out-of-range targets: a concrete target (Python int, NumPy array, committed
 as an argument of a ``jax.jit`` function) cannot be checked at trace time; JAX
 would silently clamp it, so jaxsal instead makes the selected score, and hence the
 whole attribution map of that example, ``NaN``.
+
+Non-finite inputs: an example of ``x`` holding a ``NaN`` or ``inf`` has no meaningful
+map, yet gradients through ReLUs can look finite and plausible. Every
+:class:`Attribution` call therefore checks ``x``: a concrete ``x`` with a non-finite
+value raises ``ValueError`` naming the example; under ``jit`` (a traced ``x``) the
+map of every such example is ``NaN``, like a traced out-of-range target (the method
+itself sees those values replaced by zeros, so they reach no other example).
+
+Independence: a model that mixes the examples of a batch (BatchNorm in training
+mode, ``x - x.mean(0)``) gives maps that depend on the batch-mates, and with ``B = 1``
+often identically zero. :func:`check_independent` tests a model for this cheaply.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import os
 import types
 from collections.abc import Callable, Mapping
 from typing import Any, Literal
@@ -86,7 +98,15 @@ class Attribution:
         object.__setattr__(self, "hyper", types.MappingProxyType(dict(self.hyper)))
 
     def __call__(self, x: Array, target: Target = None, *, key: Array | None = None) -> Array:
-        return self.fn(x, target, key=key)
+        bad = nonfinite_rows(x)
+        if bad is not None:  # traced: the method never sees the non-finite values
+            x = jnp.where(jnp.isfinite(x), x, jnp.zeros((), x.dtype))
+        try:
+            out = self.fn(x, target, key=key)
+        except Exception as e:  # a note naming the arguments; the error itself is unchanged
+            _note_call(e, self.name, x, key)
+            raise
+        return out if bad is None else nan_rows(out, bad)
 
     def __repr__(self) -> str:
         hyper = ", ".join(f"{k}={v!r}" for k, v in self.hyper.items() if not callable(v))
@@ -151,6 +171,162 @@ def as_attribution(attr: Any, wrapper: str) -> Attribution:
             f"Example: jaxsal.{wrapper}(jaxsal.vanilla_grad(f))."
         )
     return Attribution(attr, None, stochastic=True, name=getattr(attr, "__name__", "callable"))
+
+
+# ----------------------------------------------------------------------------- non-finite inputs
+
+
+def nonfinite_rows(x: Any) -> Array | None:
+    """``None`` when ``x`` needs no masking; raises for a concrete non-finite ``x``.
+
+    A concrete floating ``x`` (NumPy or a committed ``jax.Array``) with a ``NaN`` or
+    ``inf`` raises ``ValueError`` naming the first examples concerned. For a traced
+    ``x`` it returns the boolean ``(B,)`` mask of examples with a non-finite value,
+    whose maps :func:`nan_rows` sets to ``NaN``. Anything that is not a floating array
+    of rank >= 1 is left to :func:`check_input`.
+    """
+    dtype = getattr(x, "dtype", None)
+    shape = getattr(x, "shape", None)
+    if dtype is None or shape is None or len(shape) < 1:
+        return None
+    try:
+        if not jnp.issubdtype(dtype, jnp.floating):
+            return None
+    except TypeError:  # not a NumPy/JAX dtype
+        return None
+    if _is_tracer(x):
+        return ~jnp.all(jnp.isfinite(x), axis=tuple(range(1, x.ndim)))
+    if isinstance(x, jax.Array):
+        # eagerly, on x's device, even when a concrete x is closed over inside a jit trace
+        with jax.ensure_compile_time_eval():
+            finite = np.asarray(jnp.all(jnp.isfinite(x), axis=tuple(range(1, x.ndim))))
+    else:
+        a = np.asarray(x)
+        finite = np.isfinite(a).reshape(a.shape[0], -1).all(axis=1) if a.size else np.ones(a.shape[0], bool)
+    if not finite.all():
+        bad = np.flatnonzero(~finite)
+        shown = ", ".join(str(int(i)) for i in bad[:5]) + (", ..." if bad.size > 5 else "")
+        raise ValueError(
+            f"x has NaN or inf values in example{'s' if bad.size > 1 else ''} {shown} (of {finite.size}); "
+            "an attribution of a non-finite input means nothing. Fix or drop those examples, e.g. "
+            "`x[jnp.all(jnp.isfinite(x.reshape(len(x), -1)), axis=1)]`."
+        )
+    return None
+
+
+def nan_rows(out: Array, bad: Array) -> Array:
+    """``out`` with the examples where ``bad`` (shape ``(B,)``) is true set to ``NaN``."""
+    if (
+        getattr(out, "ndim", 0) < 1
+        or out.shape[0] != bad.shape[0]
+        or not jnp.issubdtype(out.dtype, jnp.floating)
+    ):
+        return out
+    return jnp.where(bad.reshape(bad.shape + (1,) * (out.ndim - 1)), jnp.asarray(jnp.nan, out.dtype), out)
+
+
+def _note_call(e: BaseException, name: str, x: Any, key: Any) -> None:
+    """Add a note naming the arguments to an error raised deep inside the model or JAX."""
+    tb = e.__traceback__
+    while tb is not None and tb.tb_next is not None:
+        tb = tb.tb_next
+    if tb is not None and tb.tb_frame.f_code.co_filename.startswith(_PACKAGE_DIR):
+        return  # jaxsal's own message already names the argument
+    shape = getattr(x, "shape", None)
+    hint = (
+        f"jaxsal: the error above was raised inside the model, while computing {name} for x of shape "
+        f"{tuple(shape) if shape is not None else type(x).__name__}. x must be a batch (B, ...) the model "
+        "accepts: for one example pass x[None]."
+    )
+    kshape = getattr(key, "shape", None)
+    if kshape not in (None, (), (2,)):
+        hint += f" key must be one PRNG key (jax.random.key(seed)), not an array of shape {tuple(kshape)}."
+    e.add_note(hint)
+
+
+_PACKAGE_DIR = os.path.dirname(os.path.dirname(os.path.abspath(__file__))) + os.sep
+
+
+def check_independent(
+    f: Callable[[Array], Array], x: Array, *, atol: float | None = None, rtol: float | None = None
+) -> None:
+    r"""Check that ``f`` treats the examples of a batch independently; raise if it does not.
+
+    jaxsal reads per-example gradients off the summed objective
+    :math:`\sum_b S_{c_b}(x)_b`, which is exact only when example ``b``'s scores depend
+    on ``x_b`` alone. Models in training mode (BatchNorm with batch statistics) or
+    that normalise across the batch (``x - x.mean(0)``) break this silently: each map
+    then depends on its batch-mates, and with ``B = 1`` it can be identically zero.
+
+    The check compares, for every example ``b``, the scores and the input gradient of
+    its top class computed three ways: in the batch ``x``; alone, ``x[b:b+1]``; and in
+    a batch padded with other examples (``0.5 - x[::-1]``, so that even ``B = 1`` is
+    tested; "alone" is ``jax.vmap`` over single-example batches). It costs about three
+    forward and backward passes of the batch and one compilation: call it once, on a
+    small batch, when you wire up a model.
+
+    Args:
+      f: model ``x (B, ...) -> raw scores (B, C)``.
+      x: a batch of example inputs (floating, finite).
+      atol: absolute tolerance of the comparison ``|a - b| <= atol + rtol |b|``;
+        default ``rtol * max |b|`` (per compared quantity).
+      rtol: relative tolerance; default ``sqrt(eps)`` of ``x``'s dtype.
+
+    Raises:
+      ValueError: ``f`` mixes examples; the message names the example and the gap.
+
+    Example::
+
+      jaxsal.check_independent(lambda x: model.apply(variables, x, train=False), x[:4])
+    """
+    check_callable(f)
+    x = check_input(x)
+    nonfinite_rows(x)
+    b = x.shape[0]
+    if b == 0:
+        return
+
+    def scores_and_grad(inp: Array, rows: int, cls: Array | None) -> tuple[Array, Array, Array]:
+        s, pullback = jax.vjp(f, inp)
+        check_scores(s, inp.shape[0])
+        c = jnp.argmax(s[:rows], axis=1) if cls is None else cls
+        cot = jnp.zeros_like(s).at[jnp.arange(rows), c].set(1)
+        (g,) = pullback(cot)
+        return s[:rows], g[:rows], c
+
+    @jax.jit
+    def three_ways(x):
+        s_batch, g_batch, cls = scores_and_grad(x, b, None)
+        pad = (jnp.asarray(0.5, x.dtype) - x[::-1]).astype(x.dtype)
+        s_pad, g_pad, _ = scores_and_grad(jnp.concatenate([x, pad]), b, cls)
+
+        def alone(xi, ci):  # vmap: each example is its own batch of one
+            s, g, _ = scores_and_grad(xi[None], 1, ci[None])
+            return s[0], g[0]
+
+        s_alone, g_alone = jax.vmap(alone)(x, cls)
+        return s_batch, g_batch, s_pad, g_pad, s_alone, g_alone
+
+    s_batch, g_batch, s_pad, g_pad, s_alone, g_alone = three_ways(x)
+    eps = float(jnp.finfo(x.dtype).eps)
+    rtol = eps**0.5 if rtol is None else float(rtol)
+    for what, ref, others in (
+        ("scores", s_alone, (("in the batch", s_batch), ("next to other examples", s_pad))),
+        ("input gradients", g_alone, (("in the batch", g_batch), ("next to other examples", g_pad))),
+    ):
+        ref64 = np.asarray(ref, np.float64).reshape(b, -1)
+        tol = (rtol * float(np.max(np.abs(ref64))) if atol is None else float(atol)) + rtol * np.abs(ref64)
+        for where, other in others:
+            gap = np.abs(np.asarray(other, np.float64).reshape(b, -1) - ref64) - tol
+            if (gap > 0).any():
+                i = int(np.argmax(gap.max(axis=1)))
+                diff = float(np.max(np.abs(np.asarray(other, np.float64).reshape(b, -1)[i] - ref64[i])))
+                raise ValueError(
+                    f"f mixes the examples of a batch: example {i}'s {what} differ by {diff:.3g} between "
+                    f"evaluating it alone and {where}. jaxsal's maps would depend on the batch-mates (and "
+                    "can be all zero for B = 1). Use the model in inference mode (e.g. BatchNorm with "
+                    "use_running_average=True / train=False) and do not normalise across the batch axis."
+                )
 
 
 # ----------------------------------------------------------------------------- checks
@@ -235,6 +411,13 @@ def check_key(key: Any, method: str) -> Array:
         raise TypeError(f"key must be a JAX PRNG key (jax.random.key(seed)); got {type(key).__name__}.")
     if not (jnp.issubdtype(key.dtype, jax.dtypes.prng_key) or key.dtype == jnp.uint32):
         raise TypeError(f"key must be a JAX PRNG key (jax.random.key(seed)); got dtype {key.dtype}.")
+    single = () if jnp.issubdtype(key.dtype, jax.dtypes.prng_key) else (2,)
+    if tuple(key.shape) != single:
+        raise ValueError(
+            f"key must be one PRNG key (jax.random.key(seed)); got an array of keys of shape "
+            f"{tuple(key.shape)}. One key serves the whole batch; to run several keys use "
+            f"jax.vmap(lambda k: attr(x, target, key=k))(keys)."
+        )
     return key
 
 
@@ -383,7 +566,7 @@ def in_batches(fn: Callable[[Array, Target], Array], x: Array, target: Target, s
     other with ``jax.lax.map``, and put back together along axis 0. ``target`` must
     already be resolved: an int array ``(B,)`` is split with ``x``; an int or a
     (row-wise) callable is passed to every chunk. Exact for methods whose examples are
-    independent, which the contract requires.
+    independent, which the contract requires (:func:`check_independent` checks a model).
     """
     b = x.shape[0]
     if size >= b:

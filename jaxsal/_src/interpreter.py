@@ -68,6 +68,9 @@ get_bind_params``
 ``eqn.source_info.         ``Unit.scope`` (Flax module path)           ``getattr``, optional
 name_stack``
 ``UnspecifiedValue``       default ``jit`` sharding (by type name)     also ``None``
+``reduce_window``,         never searched (``COMBINER_BODIES``,        names as in 0.10
+``reduce``, ``scatter*``,  ``COMBINER_KEYS``): their bodies are
+``select_and_scatter*``    scalar combiners, not data flow
 first-order primitives     what matchers look for: ``max``, ``min``,   the ``jax.lax`` names, stable
                            ``clamp``, ``add``, ``sub``, reductions,    since 0.4; constants below
                            ``sqrt``/``rsqrt``/``log``,
@@ -111,6 +114,28 @@ BODY_KEYS = ("jaxpr", "call_jaxpr", "fun_jaxpr")
 #: ``jax.checkpoint`` primitives and the parameters re-passed to ``jax.checkpoint``.
 REMAT_CALLS = frozenset({"remat", "remat2", "checkpoint"})
 REMAT_KEYS = ("prevent_cse", "policy")
+#: Primitives whose sub-jaxprs are scalar *combiners* (a reduction's or a scatter's
+#: ``add``/``max``), not part of the data flow: never searched for units.
+COMBINER_BODIES = frozenset(
+    {
+        "reduce_window",
+        "reduce",
+        "scatter",
+        "scatter-add",
+        "scatter_add",
+        "scatter-mul",
+        "scatter_mul",
+        "scatter-min",
+        "scatter_min",
+        "scatter-max",
+        "scatter_max",
+        "select_and_scatter",
+        "select_and_scatter_add",
+        "select_and_gather_add",
+    }
+)
+#: Parameter keys that hold a combiner body, whatever the primitive.
+COMBINER_KEYS = frozenset({"update_jaxpr", "computation", "select_jaxpr", "scatter_jaxpr"})
 #: Primitives whose operands, from this position on, are their bodies' arguments 1:1.
 OPERAND_OFFSET = {"cond": 1, "scan": 0}
 #: ``jit`` parameters an inlined call drops, with their default (trivial) test.
@@ -186,6 +211,8 @@ def sub_jaxprs(params: dict) -> list[tuple[str, int, Any]]:
     """``(key, position, open Jaxpr)`` for every sub-jaxpr held in an equation's params."""
     out = []
     for k, v in params.items():
+        if k in COMBINER_KEYS:
+            continue
         items = v if isinstance(v, (tuple, list)) else (v,)
         for pos, item in enumerate(items):
             if isinstance(item, jcore.ClosedJaxpr):
@@ -477,7 +504,7 @@ def _plan(jaxpr, consts, in_facts, pairs, counters) -> _Node:
     # global data-flow order: units of this jaxpr and those of sub-jaxprs, by equation
     sub_at: dict = {}
     for i, eqn in enumerate(jaxpr.eqns):
-        if i in claimed:
+        if i in claimed or eqn.primitive.name in COMBINER_BODIES:
             continue
         subs = sub_jaxprs(eqn.params)
         if subs:

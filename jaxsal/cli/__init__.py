@@ -15,8 +15,12 @@ commands, with a one-line warning. Each subparser must call
 ``set_defaults(func=handler)`` with ``handler(args) -> int | None``.
 
 Errors a user can cause (a missing or unreadable image, an unknown method, a bad
-hyper-parameter) are reported as one line on stderr with exit status 1, never as
-a traceback (set ``JAXSAL_TRACEBACK=1`` to see one).
+hyper-parameter, an unwritable ``--out``, a full disk) are reported as one line on
+stderr with exit status 1 (usage errors: status 2), never as a traceback (set
+``JAXSAL_TRACEBACK=1`` to see one). Figures are written to a temporary name and
+renamed, so an interrupted or failed write leaves no partial file. The console
+script (``jaxsal_cli``) handles Ctrl-C at any moment, start-up included: one line,
+``jaxsal: interrupted``, exit status 130.
 """
 
 from __future__ import annotations
@@ -61,9 +65,16 @@ def _warn_import(name: str, e: BaseException) -> None:
     )
 
 
+class _Parser(argparse.ArgumentParser):
+    """An ``ArgumentParser`` whose usage errors are one line (``prog: error: ...``), exit 2."""
+
+    def error(self, message: str):
+        self.exit(2, f"{self.prog}: error: {' '.join(message.split())} (see {self.prog} --help)\n")
+
+
 def build_parser() -> argparse.ArgumentParser:
     """The ``jaxsal`` parser with the subcommands of every module in :data:`COMMANDS`."""
-    parser = argparse.ArgumentParser(
+    parser = _Parser(
         prog=PROG,
         description="jaxsal: pixel attribution (saliency maps) for JAX, every method a pure function transform.",
     )
@@ -88,7 +99,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 2
     try:
         status = func(args)
-    except (ValueError, TypeError, OSError) as e:
+    except (ValueError, TypeError, OSError, OverflowError) as e:
         if os.environ.get("JAXSAL_TRACEBACK"):
             raise
         print(f"{PROG} {args.command}: error: {one_line(e)}", file=sys.stderr)
@@ -96,6 +107,15 @@ def main(argv: Sequence[str] | None = None) -> int:
     except KeyboardInterrupt:
         print(f"{PROG}: interrupted", file=sys.stderr)
         return 130
+    except Exception as e:  # a bug or an unforeseen failure: still one line
+        if os.environ.get("JAXSAL_TRACEBACK"):
+            raise
+        print(
+            f"{PROG} {args.command}: internal error: {type(e).__name__}: {one_line(e)} "
+            "(set JAXSAL_TRACEBACK=1 for the traceback, and please report it)",
+            file=sys.stderr,
+        )
+        return 1
     return 0 if status is None else int(status)
 
 

@@ -9,20 +9,120 @@ from __future__ import annotations
 
 import argparse
 import inspect
+import os
 import sys
+import tempfile
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from typing import Any
 
 
-def split_list(values: Sequence[str] | None) -> list[str] | None:
+def split_list(values: Sequence[str] | str | None, option: str | None = None) -> list[str] | None:
     """Values of a repeatable, comma-separated option, e.g. ``["a,b", "c"] -> ["a", "b", "c"]``.
 
-    ``None`` when nothing (or only commas and blanks) was given.
+    ``None`` when the option was not given (``values`` is ``None``).
+
+    Raises:
+      ValueError: the option was given but names nothing (``--methods ""`` or ``",,,"``),
+        when ``option`` names it; without ``option`` that gives ``None``.
     """
-    if not values:
+    if values is None:
         return None
+    if isinstance(values, str):
+        values = [values]
     out = [v.strip() for item in values for v in item.split(",") if v.strip()]
+    if not out and option is not None:
+        raise ValueError(
+            f"{option} was given but names nothing (got {', '.join(repr(v) for v in values) or 'no value'}); "
+            f"give at least one name, or leave {option} out for the default."
+        )
     return out or None
+
+
+#: Seeds are taken as unsigned 32-bit integers; larger ones would alias smaller ones.
+SEED_LIMIT = 2**32
+
+
+def seed(text: str) -> int:
+    """An argparse ``type=`` for ``--seed``: an integer in ``[0, 2**32)``."""
+    try:
+        v = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected an integer in [0, 2**32), got {text!r}") from None
+    if not 0 <= v < SEED_LIMIT:
+        raise argparse.ArgumentTypeError(
+            f"expected an integer in [0, 2**32) = [0, {SEED_LIMIT}), got {v}: larger seeds would silently "
+            "give the same key as smaller ones"
+        )
+    return v
+
+
+def output_path(out: str | os.PathLike, default_format: str = "png") -> tuple[str, str]:
+    """``(path, format)`` of a figure to write, checked *before* anything is computed.
+
+    A name without an extension gets ``.{default_format}`` (and that is the name
+    reported). The format must be one matplotlib writes, the folder must exist and be
+    writable (a temporary file is created and removed there), and the path must not be
+    a folder.
+
+    Raises:
+      ValueError: unknown format. OSError: the folder is missing or not writable, or
+        ``out`` is a folder.
+    """
+    path = os.fspath(out)
+    if not path:
+        raise ValueError("--out is empty; give a file name such as jaxsal-demo.png.")
+    if os.path.isdir(path):
+        raise IsADirectoryError(f"--out {path!r} is a folder; give a file name inside it.")
+    root, ext = os.path.splitext(path)
+    if not ext:
+        path, ext = f"{path}.{default_format}", f".{default_format}"
+    fmt = ext[1:].lower()
+    from matplotlib.backend_bases import FigureCanvasBase
+
+    formats = FigureCanvasBase.get_supported_filetypes()
+    if fmt not in formats:
+        raise ValueError(
+            f"--out {path!r}: unknown figure format {ext!r}; use one of {', '.join(sorted(formats))}."
+        )
+    if os.path.isdir(path):
+        raise IsADirectoryError(f"--out {path!r} is a folder; give a file name inside it.")
+    folder = os.path.dirname(os.path.abspath(path))
+    if not os.path.isdir(folder):
+        raise FileNotFoundError(f"--out {path!r}: the folder {folder!r} does not exist.")
+    try:
+        with tempfile.NamedTemporaryFile(dir=folder, prefix=".jaxsal-probe-"):
+            pass
+    except OSError as e:
+        raise OSError(f"--out {path!r}: cannot write in {folder!r} ({e.strerror or e}).") from None
+    return path, fmt
+
+
+def write_atomically(path: str, write: Callable[[str], None]) -> None:
+    """``write(tmp)`` to a temporary file next to ``path``, then rename it to ``path``.
+
+    The rename is atomic, so ``path`` is either absent (or its old version) or
+    complete: an error (a full disk, a file-size limit) or an interrupt while writing
+    leaves no half-written file under that name. The temporary file is removed on
+    failure, and by the console script's interrupt handler (``jaxsal_cli``).
+    """
+    folder = os.path.dirname(os.path.abspath(path))
+    fd, tmp = tempfile.mkstemp(prefix=f".{os.path.basename(path)}.", suffix=".part", dir=folder)
+    os.close(fd)
+    launcher = sys.modules.get("jaxsal_cli")
+    if launcher is not None:
+        launcher.register_temp(tmp)
+    try:
+        write(tmp)
+        os.replace(tmp, path)
+    except BaseException:
+        try:
+            os.unlink(tmp)
+        except OSError:
+            pass
+        raise
+    finally:
+        if launcher is not None:
+            launcher.unregister_temp(tmp)
 
 
 def int_at_least(minimum: int) -> Callable[[str], int]:
@@ -107,6 +207,10 @@ def model_for(method, module, variables, layer: str | None) -> Any:
         import jaxsal.flax
 
         return jaxsal.flax.probe(module, variables, layer)
+    if method.family == "propagation" and getattr(module, "plain_convs", None) is False:
+        # The bundled EfficientNet writes depthwise convolutions as shifted slices for speed;
+        # propagation rules must see them as convolutions (the same variables).
+        module = module.clone(plain_convs=True)
     return lambda z: module.apply(variables, z)
 
 

@@ -64,6 +64,24 @@ DEFAULT_IG_STEPS = 50
 DEFAULT_MAX_ROWS = 50
 
 
+def _slic(x):
+    """SLIC superpixels of the (traced) batch, the feature mask of KernelSHAP in the demo."""
+    import jaxsal
+
+    return jaxsal.segments(x, "slic", n_segments=50, max_segments=64)  # <= 41 on the bundled photos
+
+
+# Per-method settings of the perturbation family (forward passes only), over the shared ones
+# above: KernelSHAP on SLIC superpixels, and sample counts that keep `--methods all` to a few
+# minutes on a CPU (RISE's paper uses 4000 masks).
+METHOD_HYPER: dict[str, dict[str, Any]] = {
+    "kernel_shap": {"feature_mask": _slic, "num_features": 64, "n": 300},
+    "lime": {"n": 200},
+    "shapley_sampling": {"n": 4},
+    "rise": {"n": 500},
+}
+
+
 @dataclasses.dataclass
 class Prediction:
     image: str
@@ -100,23 +118,19 @@ class DemoResult:
 
 
 def read_image(path: str | os.PathLike) -> np.ndarray:
-    """Read an image file as uint8 RGB ``(H, W, 3)``; grayscale and RGBA are converted.
+    """Read an image file as uint8 RGB ``(H, W, 3)`` (:func:`jaxsal.models._data.read_image`:
+    CMYK and 16-bit files are converted right).
 
     Raises:
       OSError: the file is missing or cannot be decoded, with a one-line message.
     """
+    from jaxsal.models._data import read_image as _read
+
     path = os.fspath(path)
     if not os.path.isfile(path):
         raise FileNotFoundError(f"image {path!r} does not exist (check the path given to --images).")
     try:
-        import imageio.v3 as iio
-
-        img = np.asarray(iio.imread(path, plugin="pillow"))
-    except Exception as e:  # imageio raises many types for undecodable files
-        reason = str(e).splitlines()[0] if str(e) else type(e).__name__
-        raise OSError(f"cannot read image {path!r} ({reason}); use a JPEG or PNG file.") from None
-    try:
-        return _rgb_uint8(img, path)
+        return _read(path)
     except (TypeError, ValueError) as e:
         raise OSError(f"cannot read image {path!r} ({_common.one_line(e)}).") from None
 
@@ -238,8 +252,11 @@ def run(
         grace_hopper), shown before ``images``. If both are ``None``: all five.
       methods: registry names; ``None`` the seven of :data:`DEFAULT_METHODS`, ``["all"]`` every
         registered method.
-      out: where to write the PNG, or ``None`` not to write it.
-      seed: seed of the PRNG key ``jax.random.key(seed)`` given to stochastic methods.
+      out: where to write the figure, or ``None`` not to write it. Checked before
+        anything is computed (format, folder, permission); a name without an
+        extension gets ``.png``. Written to a temporary name, then renamed.
+      seed: seed of the PRNG key ``jax.random.key(seed)`` given to stochastic methods,
+        in ``[0, 2**32)``.
       smoothgrad_n, noise_level: SmoothGrad's sample count and ``sigma / (x_max - x_min)``.
       ig_steps: Integrated Gradients' quadrature steps.
       max_rows: at most this many images (rows) go through the model per call: the
@@ -258,6 +275,11 @@ def run(
     names = _common.resolve_methods(methods, DEFAULT_METHODS)
     if not names:
         raise ValueError("no methods to run; pass --methods with at least one registered name.")
+    if isinstance(seed, bool) or not isinstance(seed, int) or not 0 <= seed < _common.SEED_LIMIT:
+        raise ValueError(
+            f"seed must be an integer in [0, 2**32); got {seed!r} (larger seeds alias smaller ones)."
+        )
+    out_path, out_format = (None, None) if out is None else _common.output_path(out)
     if samples is not None:
         unknown = [n for n in samples if n not in DEFAULT_IMAGES]
         if unknown or not samples:
@@ -314,7 +336,10 @@ def run(
             method = jaxsal.get_method(name)
             bar.set_postfix_str(name)
             t0 = time.perf_counter()
-            compiled, cached = _compiled(method, module, variables, layer, hyper, (variables, x, target, key))
+            method_hyper = {**hyper, **METHOD_HYPER.get(name, {})}
+            compiled, cached = _compiled(
+                method, module, variables, layer, method_hyper, (variables, x, target, key)
+            )
             t1 = time.perf_counter()
             m = jax.block_until_ready(compiled(variables, x, target, key))
             t2 = time.perf_counter()
@@ -329,10 +354,8 @@ def run(
 
     row_labels = [f"{p.label} p={p.probability:.2f}" for p in predictions]
     fig = viz.grid(models.deprocess(x), maps, row_labels, kinds=kinds, percentile=percentile)
-    out_path = None
-    if out is not None:
-        out_path = os.fspath(out)
-        fig.savefig(out_path, dpi=dpi)
+    if out_path is not None:
+        _common.write_atomically(out_path, lambda tmp: fig.savefig(tmp, dpi=dpi, format=out_format))
     wall = time.perf_counter() - t_start
     result = DemoResult(
         figure=fig,
@@ -351,8 +374,16 @@ def run(
 
 
 def _note(method, module, variables, x, target, m) -> str:
-    """A faithfulness note for the table: the completeness gap of path methods."""
-    if method.family != "path":
+    """A faithfulness note for the table: the completeness gap of methods explaining S(x) - S(0).
+
+    That is the path and propagation methods with a ``baseline`` argument, zeros by
+    default (Integrated Gradients, Guided IG, DeepLIFT); not Blur IG (its baseline is
+    the blurred image) nor methods with sampled baselines.
+    """
+    import inspect
+
+    takes_baseline = "baseline" in inspect.signature(method.factory).parameters
+    if method.family not in ("path", "propagation") or method.stochastic or not takes_baseline:
         return ""
     import jax
 
@@ -433,10 +464,16 @@ def add_subcommands(subparsers) -> None:
         help="registry names, comma-separated or repeated, or 'all'; default: the starred ones",
     )
     p.add_argument(
-        "--out", default="jaxsal-demo.png", metavar="PNG", help="output figure (default: %(default)s)"
+        "--out",
+        default="jaxsal-demo.png",
+        metavar="PNG",
+        help="output figure; no extension: .png is added (default: %(default)s)",
     )
     p.add_argument(
-        "--seed", type=int, default=0, help="seed of the SmoothGrad key jax.random.key(SEED) (default: 0)"
+        "--seed",
+        type=_common.seed,
+        default=0,
+        help="seed of the SmoothGrad key jax.random.key(SEED), in [0, 2**32) (default: 0)",
     )
     p.add_argument(
         "--smoothgrad-n",
@@ -472,12 +509,13 @@ def add_subcommands(subparsers) -> None:
 
 
 def _run_demo(args: argparse.Namespace) -> int:
-    methods = _common.split_list(args.methods)
+    methods = _common.split_list(args.methods, "--methods")
+    samples = _common.split_list(args.samples, "--samples")
     if not 0 <= args.percentile <= 100:
         raise ValueError(f"--percentile must be in [0, 100]; got {args.percentile}.")
     run(
         images=args.images,
-        samples=_common.split_list([args.samples]) if args.samples else None,
+        samples=samples,
         methods=methods,
         out=args.out,
         seed=args.seed,

@@ -134,7 +134,7 @@ def add_subcommands(subparsers) -> None:
         "--size", type=_common.int_at_least(16), default=32, help="image side in pixels (default 32)"
     )
     q.add_argument("--steps", type=_common.int_at_least(1), default=800, help="training steps (default 800)")
-    q.add_argument("--seed", type=int, default=0)
+    q.add_argument("--seed", type=_common.seed, default=0)
     q.add_argument("--smoothgrad-n", type=_common.int_at_least(1), default=8)
     q.add_argument("--ig-steps", type=_common.int_at_least(1), default=16)
     q.add_argument("--no-road", action="store_true", help="skip ROAD (the slowest metric)")
@@ -144,7 +144,7 @@ def add_subcommands(subparsers) -> None:
 
 def _evaluate(args: argparse.Namespace) -> int:
     run_evaluate(
-        methods=_common.split_list(args.methods),
+        methods=_common.split_list(args.methods, "--methods"),
         train_size=args.train_size,
         test_size=args.test_size,
         size=args.size,

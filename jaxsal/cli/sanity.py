@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import argparse
 import functools
+import os
 import sys
 import time
 from collections.abc import Sequence
@@ -18,7 +19,16 @@ from typing import Any
 
 from jaxsal.cli import _common
 
-SANITY_METHODS = ("vanilla_grad", "guided_backprop", "grad_cam", "integrated_gradients", "smoothgrad")
+SANITY_METHODS = (
+    "vanilla_grad",
+    "guided_backprop",
+    "grad_cam",
+    "integrated_gradients",
+    "smoothgrad",
+    "lrp",
+    "lrp_alpha2_beta1",
+    "deeplift",
+)
 
 
 # ----------------------------------------------------------------------------- sanity
@@ -49,6 +59,9 @@ def run_sanity(
     from jaxsal.metrics import layer_names, model_parameter_randomization
 
     stream = stream or sys.stdout
+    if out:  # checked before anything is computed
+        out, _ = _common.output_path(out)
+        _common.output_path(_curves_path(out))
     chosen = {n: jaxsal.get_method(n) for n in _common.resolve_methods(methods, SANITY_METHODS)}
     photos = models.sample_images()
     names = list(images or ["chelsea", "coffee"])
@@ -130,8 +143,10 @@ def write_sanity_figure(results, images, out: str, *, image_index: int = 0, perc
     from jaxsal import viz
 
     grid = viz.randomization_grid(results, images, image_index=image_index, percentile=percentile)
-    grid.savefig(out, dpi=100)
-    viz.randomization_curves(results).savefig(_curves_path(out), dpi=100)
+    curves = viz.randomization_curves(results)
+    for fig, path in ((grid, out), (curves, _curves_path(out))):
+        fmt = os.path.splitext(path)[1][1:].lower() or "png"
+        _common.write_atomically(path, lambda tmp, fig=fig, fmt=fmt: fig.savefig(tmp, dpi=100, format=fmt))
 
 
 # ----------------------------------------------------------------------------- argparse
@@ -176,7 +191,7 @@ def add_subcommands(subparsers) -> None:
         "their BatchNorm statistics (Adebayo et al.; default); 'normal' draws kernels with the trained "
         "mean/std and keeps the trained statistics; 'shuffle' permutes each kernel",
     )
-    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--seed", type=_common.seed, default=0)
     p.add_argument(
         "--smoothgrad-n", type=_common.int_at_least(1), default=8, help="SmoothGrad samples (default 8)"
     )
@@ -193,10 +208,10 @@ def add_subcommands(subparsers) -> None:
 
 def _sanity(args: argparse.Namespace) -> int:
     run_sanity(
-        methods=_common.split_list(args.methods),
-        images=_common.split_list(args.images),
+        methods=_common.split_list(args.methods, "--methods"),
+        images=_common.split_list(args.images, "--images"),
         depth=args.depth,
-        layers=_common.split_list(args.layers),
+        layers=_common.split_list(args.layers, "--layers"),
         mode=args.mode,
         init=args.init,
         seed=args.seed,

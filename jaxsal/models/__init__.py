@@ -13,8 +13,10 @@
   (grey/RGBA, uint8/float), the 1000 class names and five photos bundled in installed wheels.
 * :class:`ShapesCNN`, :func:`train_classifier` -- a small CNN for
   :func:`jaxsal.datasets.synthetic_shapes` and a trainer (Adam) that fits it in seconds.
-* :func:`load_state_dict` -- a safe reader for PyTorch ``.pth`` state_dicts (and
-  :func:`save_state_dict`, a writer of the zip format ``torch.load`` reads).
+* :func:`load_state_dict` -- a safe reader for PyTorch ``.pth`` state_dicts: one read,
+  hashed and parsed, an allow-list of globals and opcodes and bounded sizes; any bad
+  file raises :class:`CheckpointError` (a ``ValueError``). And :func:`save_state_dict`,
+  a writer of the zip format ``torch.load`` reads.
 
 Example::
 
@@ -31,6 +33,7 @@ Example::
 from jaxsal.models import efficientnet, vgg
 from jaxsal.models._data import SAMPLE_IMAGES, deprocess, imagenet_labels, preprocess, sample_images, to_rgb
 from jaxsal.models._torch_pickle import (
+    CheckpointError,
     ChecksumError,
     UnsafePickleError,
     load_state_dict,
@@ -48,6 +51,7 @@ __all__ = [
     "SAMPLE_IMAGES",
     "VGG16",
     "VGG16_GRADCAM_LAYER",
+    "CheckpointError",
     "ChecksumError",
     "EfficientNetLite0",
     "ShapesCNN",

@@ -12,7 +12,15 @@ from typing import Any
 
 import numpy as np
 
-__all__ = ["preprocess", "deprocess", "to_rgb", "imagenet_labels", "sample_images", "SAMPLE_IMAGES"]
+__all__ = [
+    "preprocess",
+    "deprocess",
+    "read_image",
+    "to_rgb",
+    "imagenet_labels",
+    "sample_images",
+    "SAMPLE_IMAGES",
+]
 
 #: Names of the bundled photos, in display order.
 SAMPLE_IMAGES = ("chelsea", "coffee", "astronaut", "rocket", "grace_hopper")
@@ -22,10 +30,12 @@ def to_rgb(image: Any, dtype: Any = np.uint8, *, name: str = "image") -> np.ndar
     """One photo as RGB ``(H, W, 3)``, uint8 or float in ``[0, 1]``.
 
     Shapes: ``(H, W)`` and ``(H, W, 1)`` grey, ``(H, W, 2)`` grey + alpha, ``(H, W, 3)``
-    RGB, ``(H, W, 4)`` RGBA; alpha is dropped. Values: uint8 is taken as it is; other
-    integers span ``[0, 255]``, or ``[0, 65535]`` when a value exceeds 255 (16-bit PNG);
-    floats and bools span ``[0, 1]``, or ``[0, 255]`` when a value exceeds 1; the result
-    is clipped to the range.
+    RGB, ``(H, W, 4)`` RGBA; alpha is dropped. Values: uint8 is taken as it is; uint16
+    (16-bit PNG/TIFF) spans ``[0, 65535]`` whatever its values, so a dark 16-bit photo
+    stays dark; other integers span ``[0, 255]``, or ``[0, 65535]`` when a value exceeds
+    255; floats and bools span ``[0, 1]``, or ``[0, 255]`` when a value exceeds 1; the
+    result is clipped to the range. CMYK is not a channel layout this function can
+    tell from RGBA: read files with :func:`read_image`, which converts it.
 
     Args:
       image: the photo.
@@ -51,6 +61,8 @@ def to_rgb(image: Any, dtype: Any = np.uint8, *, name: str = "image") -> np.ndar
         return np.ascontiguousarray(img)
     if img.dtype == np.uint8:
         f = img.astype(np.float64) / 255.0
+    elif img.dtype == np.uint16:  # 16-bit PNG/TIFF: the bit depth, not the values, sets the range
+        f = img.astype(np.float64) / 65535.0
     elif np.issubdtype(img.dtype, np.integer):
         f = img.astype(np.float64) / (65535.0 if img.max() > 255 else 255.0)
     elif np.issubdtype(img.dtype, np.floating) or img.dtype == bool:
@@ -65,6 +77,53 @@ def to_rgb(image: Any, dtype: Any = np.uint8, *, name: str = "image") -> np.ndar
     if not np.issubdtype(out, np.floating):
         raise TypeError(f"dtype must be np.uint8 or a float dtype; got {out}.")
     return f.astype(out)
+
+
+def read_image(path: Any) -> np.ndarray:
+    """Read an image file as uint8 RGB ``(H, W, 3)``, with Pillow, converting every mode right.
+
+    * CMYK (print JPEGs), YCbCr, LAB, HSV, palette and 1-bit images are converted by
+      Pillow (``Image.convert("RGB")``; palette images with transparency via RGBA), so
+      C, M and Y are never read as R, G and B;
+    * 16-bit greyscale (``I;16`` PNG/TIFF) and 32-bit integer images are scaled by their
+      bit depth, ``round(v * 255 / 65535)``, not taken as 8-bit;
+    * grey, grey + alpha and RGBA become RGB (alpha dropped); multi-frame files give
+      their first frame.
+
+    Raises:
+      FileNotFoundError: no such file. OSError: not an image Pillow can decode, or a
+      mode it cannot convert (e.g. floating-point TIFF), with a one-line message.
+    """
+    import os
+
+    from PIL import Image, UnidentifiedImageError
+
+    path = os.fspath(path)
+    if not os.path.isfile(path):
+        raise FileNotFoundError(f"image {path!r} does not exist.")
+    try:
+        with Image.open(path) as im:
+            im.load()
+            mode = im.mode
+            if mode in ("RGB", "L"):
+                arr = np.asarray(im)
+            elif mode.startswith("I;16") or mode == "I":
+                arr = np.asarray(im).astype(np.int64)
+                if arr.min() < 0 or arr.max() > 65535:
+                    raise OSError(f"a {mode} image with values outside 0..65535")
+                arr = arr.astype(np.uint16)
+            elif mode in ("RGBA", "LA"):
+                arr = np.asarray(im)
+            elif mode in ("P", "PA"):
+                arr = np.asarray(im.convert("RGBA" if ("transparency" in im.info or mode == "PA") else "RGB"))
+            elif mode == "F":
+                raise OSError("floating-point images are not supported; save it as 8- or 16-bit")
+            else:  # CMYK, YCbCr, LAB, HSV, 1, RGBX, RGBa, La, ...
+                arr = np.asarray(im.convert("RGB"))
+    except (UnidentifiedImageError, OSError, ValueError, SyntaxError) as e:
+        reason = " ".join(str(e).split()) or type(e).__name__
+        raise OSError(f"cannot read image {path!r} ({reason}); use a JPEG or PNG file.") from None
+    return to_rgb(arr, np.uint8, name=path)
 
 
 def preprocess(image: Any, *, size: int = 224, resize: int = 256) -> np.ndarray:

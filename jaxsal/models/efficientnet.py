@@ -247,10 +247,11 @@ class ConvBN(nn.Module):
     stride: int = 1
     groups: int = 1
     act: bool = True
+    plain: bool = False
 
     @nn.compact
     def __call__(self, x: jax.Array) -> jax.Array:
-        if self.groups > 1 and self.groups == self.features:
+        if self.groups > 1 and self.groups == self.features and not self.plain:
             x = DepthwiseConv(self.features, self.kernel, self.stride, name="conv")(x)
         elif self.kernel == 1 and self.stride == 1 and self.groups == 1:
             x = PointwiseConv(self.features, name="conv")(x)
@@ -272,6 +273,7 @@ class MBConv(nn.Module):
     """Inverted residual block without squeeze-excite (EfficientNet-Lite)."""
 
     cfg: BlockConfig
+    plain: bool = False
 
     @nn.compact
     def __call__(self, x: jax.Array) -> jax.Array:
@@ -280,7 +282,7 @@ class MBConv(nn.Module):
         mid = c.cin * c.expand
         if c.expand != 1:
             h = ConvBN(mid, 1, name="expand")(h)
-        h = ConvBN(mid, c.kernel, c.stride, groups=mid, name="depthwise")(h)
+        h = ConvBN(mid, c.kernel, c.stride, groups=mid, plain=self.plain, name="depthwise")(h)
         h = ConvBN(c.cout, 1, act=False, name="project")(h)
         return x + h if c.residual else h
 
@@ -292,12 +294,16 @@ class EfficientNetLite0(nn.Module):
     """
 
     num_classes: int = 1000
+    #: Depthwise convolutions as ``nn.Conv(feature_group_count=C)`` (the same variables)
+    #: instead of the fast shifted-slice form, which the propagation rules cannot see as
+    #: convolutions: :func:`jaxsal.lrp` needs ``plain_convs=True``.
+    plain_convs: bool = False
 
     @nn.compact
     def __call__(self, x: jax.Array) -> jax.Array:
         x = ConvBN(STEM_WIDTH, 3, 2, name="stem")(x)
         for i, cfg in enumerate(BLOCKS):
-            x = MBConv(cfg, name=f"blocks_{i}")(x)
+            x = MBConv(cfg, self.plain_convs, name=f"blocks_{i}")(x)
         x = ConvBN(HEAD_WIDTH, 1, name="head")(x)
         x = jnp.mean(x, axis=(1, 2))
         return nn.Dense(self.num_classes, name="fc")(x)
