@@ -223,3 +223,17 @@ def test_sigint_at_any_moment_is_one_line_and_leaves_no_figure(tmp_path, phase):
     assert stdout == b"", stdout
     assert not out.exists(), "a figure was left behind by an interrupted run"
     assert not list(tmp_path.iterdir()), list(tmp_path.iterdir())
+
+
+def test_written_figure_has_the_permissions_a_plain_open_would_give(tmp_path):
+    """The temporary file is 0600 (mkstemp); the renamed figure follows the umask."""
+    from jaxsal.cli import _common
+
+    target = tmp_path / "fig.png"
+    old = os.umask(0o022)
+    try:
+        _common.write_atomically(str(target), lambda tmp: Path(tmp).write_bytes(b"png"))
+    finally:
+        os.umask(old)
+    assert target.read_bytes() == b"png"
+    assert (target.stat().st_mode & 0o777) == 0o644

@@ -113,6 +113,10 @@ def write_atomically(path: str, write: Callable[[str], None]) -> None:
         launcher.register_temp(tmp)
     try:
         write(tmp)
+        # mkstemp makes the file 0600; give the figure the permissions a plain open() would
+        umask = os.umask(0)
+        os.umask(umask)
+        os.chmod(tmp, 0o666 & ~umask)
         os.replace(tmp, path)
     except BaseException:
         try:
