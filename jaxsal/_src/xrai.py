@@ -333,15 +333,38 @@ def xrai(
             area_threshold=area_threshold,
             min_pixel_diff=min_pixel_diff,
         ).astype(x.dtype)
+        # A 64-bit result crosses the callback as uint32 pairs: JAX checks the callback's
+        # dtype against the x64 setting of the thread that runs it, which need not be the
+        # caller's (a ``jax.enable_x64`` context is thread-local).
+        wide = jnp.dtype(x.dtype).itemsize == 8
+        if wide:
+            narrow = host
+
+            def host(img, at, seg):
+                img64 = np.ascontiguousarray(img).view(np.float64)[..., 0]
+                at64 = np.ascontiguousarray(at).view(np.float64)[..., 0]
+                return narrow(img64, at64, seg).view(np.uint32).reshape(a.shape + (2,))
+
+        spec = (
+            jax.ShapeDtypeStruct(a.shape + (2,), jnp.uint32)
+            if wide
+            else jax.ShapeDtypeStruct(a.shape, x.dtype)
+        )
         seg_arg = jnp.zeros((), jnp.int32) if seg_array is None else seg_array
         out = jax.pure_callback(
             host,
-            jax.ShapeDtypeStruct(a.shape, x.dtype),
-            jax.lax.stop_gradient(x),
-            jax.lax.stop_gradient(a),
+            spec,
+            *(
+                jax.lax.bitcast_convert_type(jax.lax.stop_gradient(v), jnp.uint32)
+                if wide
+                else jax.lax.stop_gradient(v)
+                for v in (x, a)
+            ),
             seg_arg,
             vmap_method="sequential",
         )
+        if wide:
+            out = jax.lax.bitcast_convert_type(out, x.dtype)
         if x.ndim == 4:
             out = jnp.broadcast_to(out[..., None], x.shape)
         return out
