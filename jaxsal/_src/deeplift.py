@@ -91,31 +91,30 @@ def _twice(a: Array) -> Array:
     return jnp.concatenate([a, a], axis=0)
 
 
+def _over_delta(num: Array, dx: Array, plain: Array) -> Array:
+    """``num / dx`` where the input moved (``|dx| >= EPS``), the unit's own gradient ``plain`` elsewhere."""
+    small = jnp.abs(dx) < EPS
+    safe = jnp.where(small, jnp.ones_like(dx), dx)  # no inf/NaN in the branch not taken (nor its grads)
+    return jnp.where(small, plain, num / safe)
+
+
 def _rescale(unit, inputs, y, g):
     (x,) = inputs
     x1, x0 = _halves(unit, x)
     y1, y0 = _halves(unit, y)
-    dx, dy = _twice(x1 - x0), _twice(y1 - y0)
     _, pull = jax.vjp(unit.apply, x)
-    (plain,) = pull(g)
-    small = jnp.abs(dx) < EPS
-    safe = jnp.where(small, jnp.ones_like(dx), dx)
-    return (jnp.where(small, plain, g * dy / safe),)
+    return (_over_delta(g * _twice(y1 - y0), _twice(x1 - x0), pull(g)[0]),)
 
 
 def _max_pool(unit, inputs, y, g):
     (x,) = inputs
     x1, x0 = _halves(unit, x)
     y1, y0 = _halves(unit, y)
-    dx = _twice(x1 - x0)
     top = jnp.maximum(y1, y0)
     dout = jnp.concatenate([top - y0, y1 - top], axis=0)
     _, pull = jax.vjp(unit.apply, x)
     routed_x, routed_ref = _halves(unit, pull(g * dout)[0])
-    (plain,) = pull(g)
-    small = jnp.abs(dx) < EPS
-    safe = jnp.where(small, jnp.ones_like(dx), dx)
-    return (jnp.where(small, plain, _twice(routed_x + routed_ref) / safe),)
+    return (_over_delta(_twice(routed_x + routed_ref), _twice(x1 - x0), pull(g)[0]),)
 
 
 def _pairs() -> list:

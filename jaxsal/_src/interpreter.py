@@ -671,12 +671,14 @@ def interpret(
     f: Callable,
     pairs: Sequence[tuple[Matcher, RuleFn]],
     *,
-    if_none: Callable[[list[Matcher]], None] | None = None,
+    on_units: Callable[[list[Unit]], None] | None = None,
 ) -> Callable:
     """``f`` re-evaluated with each ``(matcher, rule)`` pair applied to the units it finds.
 
     Where units of two pairs overlap, the earlier pair wins. A function with no unit
-    at all is simply called (``if_none(matchers)`` is called first, e.g. to warn).
+    at all is simply called. ``on_units(units)``, if given, is called at every trace
+    with the units found (all pairs, sub-jaxprs included), e.g. to warn when a kind
+    the caller relies on is missing.
 
     Example::
 
@@ -700,9 +702,9 @@ def interpret(
     def wrapped(*args):
         closed, flat, out_tree = trace(f, args)
         node = plan(closed, pairs)
+        if on_units is not None:
+            on_units(list(_walk(node)))
         if not node.count:
-            if if_none is not None:
-                if_none([m for m, _ in pairs])
             return f(*args)
         return jax.tree_util.tree_unflatten(out_tree, evaluate(node, closed.consts, *flat))
 

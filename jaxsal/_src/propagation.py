@@ -48,7 +48,6 @@ as an argument of ``f`` itself counts as input, and the layer is not found.
 from __future__ import annotations
 
 import dataclasses
-import functools
 import warnings
 from collections.abc import Callable
 from typing import Any
@@ -465,26 +464,15 @@ def build_composite(
 # ----------------------------------------------------------------------------- lrp
 
 
-def _interpreted(f: Callable, pairs: list, *, method: str) -> Callable:
-    """``f`` re-evaluated with ``pairs``; warns when it has no linear layer at all."""
-
-    @functools.wraps(f)
-    def wrapped(x):
-        closed, flat, out_tree = interp.trace(f, (x,))
-        node = interp.plan(closed, pairs)
-        if not any(u.kind == "linear" for u in interp._walk(node)):
-            warnings.warn(
-                f"jaxsal.{method}: no linear layer (conv_general_dilated / dot_general with a weight "
-                f"closed over by f) was found in the model, so no LRP rule applies and the result is "
-                f"only a modified gradient. Close over the weights: f = lambda x: model.apply(variables, x).",
-                UserWarning,
-                stacklevel=3,
-            )
-        if not node.count:
-            return f(x)
-        return jax.tree_util.tree_unflatten(out_tree, interp.evaluate(node, closed.consts, *flat))
-
-    return wrapped
+def _warn_if_no_linear(units: list) -> None:
+    if not any(u.kind == "linear" for u in units):
+        warnings.warn(
+            "jaxsal.lrp: no linear layer (conv_general_dilated / dot_general with a weight "
+            "closed over by f) was found in the model, so no LRP rule applies and the result is "
+            "only a modified gradient. Close over the weights: f = lambda x: model.apply(variables, x).",
+            UserWarning,
+            stacklevel=4,
+        )
 
 
 def lrp(
@@ -571,7 +559,7 @@ def lrp(
 
     pass_rule = interp.backward_rule(_pass)
     pairs = [(LAYERS, layer_rule), (ACTIVATIONS, pass_rule), (RELU, pass_rule), (SUMS, norm), (POOLS, norm)]
-    model = _interpreted(f, pairs, method="lrp")
+    model = interp.interpret(f, pairs, on_units=_warn_if_no_linear)
 
     def attr(x, target=None, *, key=None):
         x = contract.check_input(x)

@@ -275,18 +275,14 @@ def with_relu_rule(f: Callable, rule: Rule, *, warn_if_missing: bool = True) -> 
     label = rule if isinstance(rule, str) else getattr(rule, "__name__", "custom")
     pairs = [(RELU, r), (MAX_POOL, FAST_MAX_POOL)]
 
-    @functools.wraps(f)
-    def wrapped(*args):
-        closed, flat, out_tree = interp.trace(f, args)
-        node = interp.plan(closed, pairs)
-        if warn_if_missing and not any(u.kind == "relu" for u in interp._walk(node)):
+    def warn_if_no_relu(units):
+        if not any(u.kind == "relu" for u in units):
             warnings.warn(
                 f"jaxsal: no ReLU found in the model, so the {label!r} rule changes nothing and the "
                 f"result equals the plain gradient. Recognised: {RELU.describe} (numerical clamps "
                 f"such as LayerNorm's max(0, variance) are not ReLUs).",
                 UserWarning,
-                stacklevel=2,
+                stacklevel=4,
             )
-        return jax.tree_util.tree_unflatten(out_tree, interp.evaluate(node, closed.consts, *flat))
 
-    return wrapped
+    return interp.interpret(f, pairs, on_units=warn_if_no_relu if warn_if_missing else None)

@@ -117,6 +117,11 @@ def _check_number(value: Any, name: str, *, positive: bool = False, nonneg: bool
     return v
 
 
+def _checked(rule: Any, name: str, **kw: bool) -> None:
+    """Replace the frozen field ``name`` of ``rule`` by its checked float value."""
+    object.__setattr__(rule, name, _check_number(getattr(rule, name), name, **kw))
+
+
 class Rule:
     """Base of the LRP rules. ``linear(layer, x, g)`` returns the relevance at ``x``."""
 
@@ -135,7 +140,7 @@ class Epsilon(Rule):
     epsilon: float = 1e-6
 
     def __post_init__(self):
-        object.__setattr__(self, "epsilon", _check_number(self.epsilon, "epsilon", positive=True))
+        _checked(self, "epsilon", positive=True)
 
     def linear(self, layer, x, g):
         s = g / stabilize(layer.z(x, layer.w, layer.b), self.epsilon)
@@ -149,7 +154,7 @@ class ZPlus(Rule):
     stabilizer: float = 1e-6
 
     def __post_init__(self):
-        object.__setattr__(self, "stabilizer", _check_number(self.stabilizer, "stabilizer", positive=True))
+        _checked(self, "stabilizer", positive=True)
 
     def linear(self, layer, x, g):
         xp, xn, wp, wn = _pos(x), _neg(x), _pos(layer.w), _neg(layer.w)
@@ -173,7 +178,7 @@ class AlphaBeta(Rule):
             raise ValueError(f"AlphaBeta needs alpha - beta == 1 (relevance is conserved); got {a} - {b}.")
         object.__setattr__(self, "alpha", a)
         object.__setattr__(self, "beta", b)
-        object.__setattr__(self, "stabilizer", _check_number(self.stabilizer, "stabilizer", positive=True))
+        _checked(self, "stabilizer", positive=True)
 
     def linear(self, layer, x, g):
         xp, xn, wp, wn = _pos(x), _neg(x), _pos(layer.w), _neg(layer.w)
@@ -199,8 +204,8 @@ class Gamma(Rule):
     stabilizer: float = 1e-6
 
     def __post_init__(self):
-        object.__setattr__(self, "gamma", _check_number(self.gamma, "gamma", nonneg=True))
-        object.__setattr__(self, "stabilizer", _check_number(self.stabilizer, "stabilizer", positive=True))
+        _checked(self, "gamma", nonneg=True)
+        _checked(self, "stabilizer", positive=True)
 
     def linear(self, layer, x, g):
         gm = self.gamma
@@ -247,7 +252,7 @@ class ZBox(Rule):
             raise ValueError("ZBox needs low < high everywhere (the input's bounds); got low >= high.")
         object.__setattr__(self, "low", lo)
         object.__setattr__(self, "high", hi)
-        object.__setattr__(self, "stabilizer", _check_number(self.stabilizer, "stabilizer", positive=True))
+        _checked(self, "stabilizer", positive=True)
 
     def linear(self, layer, x, g):
         try:
@@ -284,7 +289,7 @@ class Flat(Rule):
     stabilizer: float = 1e-6
 
     def __post_init__(self):
-        object.__setattr__(self, "stabilizer", _check_number(self.stabilizer, "stabilizer", positive=True))
+        _checked(self, "stabilizer", positive=True)
 
     def linear(self, layer, x, g):
         ones_x, ones_w = jnp.ones_like(x), jnp.ones_like(layer.w)
@@ -299,7 +304,7 @@ class WSquare(Rule):
     stabilizer: float = 1e-6
 
     def __post_init__(self):
-        object.__setattr__(self, "stabilizer", _check_number(self.stabilizer, "stabilizer", positive=True))
+        _checked(self, "stabilizer", positive=True)
 
     def linear(self, layer, x, g):
         w2 = layer.w * layer.w
@@ -320,7 +325,7 @@ class Norm(Rule):
     stabilizer: float = 1e-6
 
     def __post_init__(self):
-        object.__setattr__(self, "stabilizer", _check_number(self.stabilizer, "stabilizer", positive=True))
+        _checked(self, "stabilizer", positive=True)
 
     def linear(self, layer, x, g):
         return Epsilon(self.stabilizer).linear(layer, x, g)
