@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import types
 
 import flax.linen as nn
@@ -16,6 +17,23 @@ from flax import nnx
 # are errors too (pyproject.toml: filterwarnings = ["error", ...]).
 jax.config.update("jax_numpy_dtype_promotion", "strict")
 jax.config.update("jax_numpy_rank_promotion", "raise")
+
+
+# The heaviest end-to-end demonstrations (a whole notebook, the full demo on the bundled
+# photos, ...) are marked ``heavy``: they run with ``--heavy`` (or JAXSAL_HEAVY_TESTS=1)
+# and are skipped otherwise, so the default suite stays near 10 minutes on 2 cores.
+# Each of them repeats at full size what a faster test checks on a small model.
+def pytest_addoption(parser):
+    parser.addoption("--heavy", action="store_true", help="also run tests marked heavy")
+
+
+def pytest_collection_modifyitems(config, items):
+    if config.getoption("--heavy") or os.environ.get("JAXSAL_HEAVY_TESTS") == "1":
+        return
+    skip = pytest.mark.skip(reason="heavy end-to-end run: pass --heavy (or JAXSAL_HEAVY_TESTS=1)")
+    for item in items:
+        if "heavy" in item.keywords:
+            item.add_marker(skip)
 
 # Tolerances per dtype for comparisons of the same computation done two ways (jit vs
 # eager, vmap vs loop, chunked vs not).

@@ -19,6 +19,7 @@ models = pytest.importorskip("jaxsal.models")
 
 
 @pytest.mark.slow
+@pytest.mark.heavy
 def test_guided_backprop_insensitive_to_randomisation_vanilla_gradient_is_not():
     module, variables = models.efficientnet_lite0()
     photos = models.sample_images()

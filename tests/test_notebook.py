@@ -15,6 +15,7 @@ NOTEBOOK = pathlib.Path(__file__).resolve().parents[1] / "notebooks" / "tour.ipy
 
 
 @pytest.mark.slow
+@pytest.mark.heavy
 def test_tour_notebook_runs_without_errors(tmp_path):
     nb = nbformat.read(NOTEBOOK, as_version=4)
     # The committed notebook carries no outputs (they would go stale).
