@@ -112,6 +112,29 @@ def main(argv=None) -> int:
         if case is not None:
             case.torch_model.cpu()
         del case
+    # Dataset-scale throughput (issue 13): jaxsal.explain_dataset over every local device
+    # of this machine (vanilla gradient, images/s in steady state, first store incl.
+    # compile separate), the small CNN and EfficientNet-Lite0.
+    from benchmarks import dataset as dataset_bench
+
+    info["dataset"] = []
+    plan_ds = [("small_cnn", 128)] if args.tiny else [("small_cnn", 4096), ("efficientnet", 512)]
+    for model, n in plan_ds:
+        if time.perf_counter() - t_start > args.budget_s:
+            info["skipped"].append(f"dataset {model} N={n}")
+            continue
+        try:
+            r = dataset_bench.child("throughput", n, model)
+        except Exception as e:  # noqa: BLE001 (record and go on)
+            info["skipped"].append(f"dataset {model}: {type(e).__name__}: {str(e)[:200]}")
+            continue
+        info["dataset"].append(r)
+        print(
+            f"dataset {model} devices={r['devices']}: {r['images_per_s']:.1f} images/s "
+            f"(first store incl. compile {r['first_store_s']:.1f} s)",
+            flush=True,
+        )
+        save()
     save()
     print(
         f"wrote {args.out} ({len(info['rows'])} workloads, {len(info['skipped'])} skipped, "

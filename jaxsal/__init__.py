@@ -6,7 +6,9 @@ Every method is a factory ``method(f, **hyper) -> attr`` with
 
 import importlib as _importlib
 
+from jaxsal._src import config
 from jaxsal._src.at_layer import AtLayer, at_layer
+from jaxsal._src.attention import attention_flow, attention_rollout, gradient_rollout, raw_attention
 from jaxsal._src.cam import (
     cam,
     eigen_cam,
@@ -18,24 +20,29 @@ from jaxsal._src.cam import (
     score_cam,
     xgrad_cam,
 )
-from jaxsal._src.contract import Attribution, attribution, check_independent
+from jaxsal._src.contract import Attribution, attribution, check_independent, per_example
+from jaxsal._src.dataset import explain_dataset
 from jaxsal._src.deeplift import deeplift, deeplift_shap
 from jaxsal._src.expected_gradients import expected_gradients
+from jaxsal._src.explain import explain
 from jaxsal._src.gradients import deconvnet, grad_x_input, guided_backprop, vanilla_grad
 from jaxsal._src.interpreter import Matcher, Unit, backward_rule, find_units, interpret
 from jaxsal._src.layer import layer_grad_x_activation, layer_integrated_gradients
 from jaxsal._src.pair_paths import blur_ig, guided_ig
 from jaxsal._src.path import Completeness, completeness_gap, integrated_gradients, quadrature
 from jaxsal._src.perturbation import feature_ablation, occlusion, shapley_sampling
-from jaxsal._src.probe import Probe, probe
+from jaxsal._src.probe import Probe, probe, with_tokens
 from jaxsal._src.propagation import lrp
 from jaxsal._src.registry import Method, get_method, methods
 from jaxsal._src.relu_rules import relu_with_rule, with_relu_rule
 from jaxsal._src.resize import upsample
+from jaxsal._src.rewrites import with_rewrites
 from jaxsal._src.rise import rise
 from jaxsal._src.segments import segments
 from jaxsal._src.smoothing import noise_sigma, smoothgrad, smoothgrad_sq, vargrad
+from jaxsal._src.store import Store, open_store
 from jaxsal._src.surrogate import kernel_shap, lime
+from jaxsal._src.tokens import Tokens
 from jaxsal._src.xrai import xrai
 
 __version__ = "0.1.0"
@@ -114,4 +121,17 @@ __all__ = [
     "blur_ig",
     "guided_ig",
     "xrai",
+    "Store",
+    "explain_dataset",
+    "open_store",
+    "config",
+    "explain",
+    "with_rewrites",
+    "Tokens",
+    "with_tokens",
+    "per_example",
+    "raw_attention",
+    "attention_rollout",
+    "attention_flow",
+    "gradient_rollout",
 ]

@@ -21,11 +21,14 @@ convolution with its bias add) in unmodified models, inside ``jit``, ``scan``,
   with a following bias ``add`` (:class:`LinearInfo`: kind, weight and bias positions).
 * :data:`MAX_POOL`: non-overlapping VALID max-pools (``lax.reduce_window`` max with
   window == stride).
+* :data:`SOFTMAX`: softmaxes (``jax.nn.softmax``, or ``exp(z - max) / sum(exp)`` written
+  out): the attention probabilities the attention methods read.
 """
 
+from jaxsal._src.attention import SOFTMAX
 from jaxsal._src.interpreter import Matcher, Unit, View
 from jaxsal._src.linear import LINEAR, LinearInfo
 from jaxsal._src.max_pool import MAX_POOL
 from jaxsal._src.relu import RELU, ReluInfo
 
-__all__ = ["LINEAR", "MAX_POOL", "RELU", "LinearInfo", "Matcher", "ReluInfo", "Unit", "View"]
+__all__ = ["LINEAR", "MAX_POOL", "RELU", "SOFTMAX", "LinearInfo", "Matcher", "ReluInfo", "Unit", "View"]

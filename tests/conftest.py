@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import os
 import types
 
@@ -27,6 +28,12 @@ def pytest_addoption(parser):
     parser.addoption("--heavy", action="store_true", help="also run tests marked heavy")
 
 
+@pytest.fixture(autouse=True)
+def _no_compile_cache(monkeypatch):
+    """No test writes to the user's persistent XLA cache (the CLI enables it by default)."""
+    monkeypatch.setenv("JAXSAL_COMPILE_CACHE", "0")
+
+
 def pytest_collection_modifyitems(config, items):
     if config.getoption("--heavy") or os.environ.get("JAXSAL_HEAVY_TESTS") == "1":
         return
@@ -34,6 +41,7 @@ def pytest_collection_modifyitems(config, items):
     for item in items:
         if "heavy" in item.keywords:
             item.add_marker(skip)
+
 
 # Tolerances per dtype for comparisons of the same computation done two ways (jit vs
 # eager, vmap vs loop, chunked vs not).
@@ -139,9 +147,27 @@ FAST = {
 }
 
 
+@functools.cache
+def _tiny_vit():
+    """A two-block ViT on the 8×8 test inputs (2-px patches: a 4×4 token grid, 5 classes)."""
+    from jaxsal.models.vit import ViT
+
+    vit = ViT(num_classes=5, patch=2, dim=8, depth=2, heads=2, mlp_dim=16, stem=0)
+    return vit, vit.init(jax.random.key(0), jnp.zeros(INPUT_SHAPE))
+
+
 def build(method, cnn, **hyper):
-    """Build a registered method on the small CNN (``f`` or a probe of ``features``)."""
+    """Build a registered method on the small CNN (``f`` or a probe of ``features``).
+
+    The attention family needs attention: it runs on a tiny ViT instead, whose 4×4 patch
+    grid gives maps of the same shape as the CNN's probed layer."""
     hyper = {**FAST.get(method.name, {}), **hyper}
+    if method.family == "attention":
+        from jaxsal import Tokens
+
+        vit, variables = _tiny_vit()
+        v = jax.tree.map(lambda a: a.astype(cnn.x.dtype), variables)
+        return method.build(lambda inp: vit.apply(v, inp), tokens=Tokens(grid=(4, 4)), **hyper)
     if method.takes == "f":
         return method.build(cnn.f, **hyper)
     from jaxsal import flax as jflax

@@ -102,7 +102,11 @@ class Attribution:
         if bad is not None:  # traced: the method never sees the non-finite values
             x = jnp.where(jnp.isfinite(x), x, jnp.zeros((), x.dtype))
         try:
-            out = self.fn(x, target, key=key)
+            axes = explicit_batch_axes(x)
+            if axes:  # see explicit_batch_axes: the partitioner places the method's internals
+                out = _with_auto_axes(self.fn, axes, x, target, key)
+            else:
+                out = self.fn(x, target, key=key)
         except Exception as e:  # a note naming the arguments; the error itself is unchanged
             _note_call(e, self.name, x, key)
             raise
@@ -171,6 +175,156 @@ def as_attribution(attr: Any, wrapper: str) -> Attribution:
             f"Example: jaxsal.{wrapper}(jaxsal.vanilla_grad(f))."
         )
     return Attribution(attr, None, stochastic=True, name=getattr(attr, "__name__", "callable"))
+
+
+def per_example(attr: Any, *, axis_name: str | tuple[str, ...] | None = None) -> Attribution:
+    """``attr`` run one example at a time, example ``i`` with the key ``fold_in(key, i)``.
+
+    A stochastic method draws its randomness for a whole batch from one key, so its
+    map of an example depends on the batch it came in. ``per_example(attr)`` removes
+    that: example ``i`` of ``x`` is explained alone, as ``attr(x[i:i+1], target[i:i+1],
+    key=jax.random.fold_in(key, i))``, vectorised with ``jax.vmap``. Its result for an
+    example is then the same whatever the batch size, and the same whether the batch
+    is split over devices or not.
+
+    Inside ``jax.shard_map`` every device sees only its slice of the batch, and the
+    local index ``i`` would restart at 0 on every shard (every shard would draw the
+    same noise). Pass the mesh axis the batch is split over as ``axis_name``: example
+    ``i`` of the shard is then global example ``axis_index(axis_name) * B_local + i``,
+    so the sharded call draws exactly the noise of the unsharded ``per_example(attr)``
+    (shards must be equal slices in mesh order, as ``in_specs=P(axis_name)`` gives).
+    Under ``jax.jit`` with a sharded batch (Auto or Explicit mesh axes) no
+    ``axis_name`` is needed: the call sees the whole batch.
+
+    Deterministic methods give the same map with or without this wrapper.
+    ``target=None`` is resolved per example on the clean input, as ``attr`` itself
+    does. A ``batch_size`` hyper-parameter of ``attr`` then bounds the rows per
+    example, not per batch.
+
+    Args:
+      attr: any jaxsal :class:`Attribution` (or a function ``attr(x, target, *, key)``).
+      axis_name: the ``shard_map`` mesh axis (or tuple of axes) the batch is split
+        over, or ``None`` outside ``shard_map``.
+
+    Returns:
+      ``attr(x, target=None, *, key=None)`` with the same ``output`` and ``stochastic``
+      as ``attr``.
+
+    Example::
+
+      sg = jaxsal.per_example(jaxsal.smoothgrad(jaxsal.vanilla_grad(f), n=16), axis_name="b")
+      run = jax.shard_map(lambda x, k: sg(x, key=k), mesh=mesh, in_specs=(P("b"), P()),
+                          out_specs=P("b"))
+      maps = jax.jit(run)(x, jax.random.key(0))  # == per_example(smoothgrad(...))(x, key=...)
+    """
+    inner = as_attribution(attr, "per_example")
+    if axis_name is not None and not (
+        isinstance(axis_name, str)
+        or (isinstance(axis_name, tuple) and all(isinstance(a, str) for a in axis_name))
+    ):
+        raise TypeError(
+            f"axis_name must be a mesh axis name (str), a tuple of them, or None; got {axis_name!r}. "
+            'Example: per_example(attr, axis_name="data") inside jax.shard_map(..., in_specs=P("data")).'
+        )
+
+    def fn(x, target=None, *, key=None):
+        x = check_input(x)
+        b = x.shape[0]
+        if inner.stochastic:
+            key = check_key(key, f"per_example({inner.name})")
+        offset = 0 if axis_name is None else jax.lax.axis_index(axis_name) * b
+        index = offset + jnp.arange(b)
+        per_row = hasattr(target, "shape") and getattr(target, "ndim", 0) == 1
+        if per_row:
+            target = jnp.asarray(target)
+            if target.shape != (b,):
+                raise ValueError(
+                    f"target must be a scalar or have shape (B,) = ({b},); got shape {tuple(target.shape)}."
+                )
+
+        def one(xi, ti, i):
+            ki = None if key is None else jax.random.fold_in(key, i)
+            return inner(xi[None], ti[None] if per_row else target, key=ki)[0]
+
+        return jax.vmap(one)(x, target if per_row else jnp.zeros((b,), jnp.int32), index)
+
+    return Attribution(
+        fn,
+        inner.scores_fn,
+        stochastic=inner.stochastic,
+        output=inner.output,
+        name=f"per_example({inner.name})",
+        hyper={"attr": inner, "axis_name": axis_name},
+    )
+
+
+def explicit_batch_axes(x: Any) -> tuple[str, ...]:
+    """The Explicit mesh axes (``jax.sharding.AxisType.Explicit``) that ``x`` is sharded over.
+
+    Under an Explicit mesh every array's type carries its sharding, and operations
+    whose output sharding JAX cannot infer (reshapes that merge a sample axis into the
+    batch axis, gathers of rows, ``jax.lax.map`` over a sharded axis) are errors. A
+    method's internal layout is no business of its caller, so :class:`Attribution`
+    runs the method with these axes switched to Auto (``jax.sharding.auto_axes``): the
+    partitioner places the internals, exactly as for a batch sharded over an Auto
+    mesh, and the result comes back sharded along the batch like ``x``. Examples are
+    independent (the contract), so the values equal the unsharded call's.
+    """
+    try:
+        sharding = getattr(jax.typeof(x), "sharding", None)
+    except TypeError:
+        return ()
+    mesh, spec = getattr(sharding, "mesh", None), getattr(sharding, "spec", None)
+    if mesh is None or spec is None or not getattr(mesh, "axis_names", ()):
+        return ()
+    used = {
+        a for entry in spec if entry is not None for a in (entry if isinstance(entry, tuple) else (entry,))
+    }
+    explicit = jax.sharding.AxisType.Explicit
+    return tuple(
+        a for a, t in zip(mesh.axis_names, mesh.axis_types, strict=True) if t == explicit and a in used
+    )
+
+
+def _with_auto_axes(fn: Callable, axes: tuple[str, ...], x: Array, target: Target, key: Any) -> Array:
+    """``fn(x, target, key=key)`` with the Explicit mesh ``axes`` switched to Auto inside."""
+    spec = jax.sharding.PartitionSpec(jax.typeof(x).sharding.spec[0])
+    array_target = isinstance(target, jax.Array)  # traced or committed: passed in, not closed over
+    run = jax.sharding.auto_axes(
+        lambda x, t, k: fn(x, t if array_target else target, key=k), axes=axes, out_sharding=spec
+    )
+    return run(x, target if array_target else None, key)
+
+
+def _varying_axes(a: Any) -> set:
+    """The manual mesh axes ``a`` varies over (its type's "vma"; empty outside ``shard_map``).
+
+    JAX 0.10 keeps them in ``aval.manual_axis_type.varying``; JAX 0.6-0.9 in ``aval.vma``.
+    """
+    aval = jax.typeof(a)
+    mat = getattr(aval, "manual_axis_type", None)
+    if mat is not None:
+        return set(getattr(mat, "varying", ()) or ())
+    return set(getattr(aval, "vma", ()) or ())
+
+
+def varying_like(tree: Any, ref: Any) -> Any:
+    """``tree``'s arrays marked as varying over the manual mesh axes ``ref`` varies over.
+
+    Inside ``jax.shard_map(..., check_vma=True)`` a value computed from the sharded
+    batch varies over the mesh axes, while a fresh constant (``jnp.zeros(...)``) does
+    not; loop carries and differentiated zeros must match the values they meet. Outside
+    ``shard_map`` this returns ``tree`` unchanged.
+    """
+    want = _varying_axes(ref)
+    if not want:
+        return tree
+
+    def cast(a):
+        missing = tuple(sorted(want - _varying_axes(a)))
+        return jax.lax.pcast(a, missing, to="varying") if missing else a
+
+    return jax.tree.map(cast, tree)
 
 
 # ----------------------------------------------------------------------------- non-finite inputs
@@ -501,8 +655,10 @@ def select(scores: Array, target: Target) -> Array:
 def target_cotangent(scores: Array, target: Target) -> Array:
     """``d sum_b select(scores, target)_b / d scores``: zero for every class but the target."""
     target = resolve_target(scores, target)  # checked before tracing, so errors carry no JAX frames
-    _, pullback = jax.vjp(lambda s: select(s, target), scores)
-    (cot,) = pullback(jnp.ones(scores.shape[:1], scores.dtype))
+    picked, pullback = jax.vjp(lambda s: select(s, target), scores)
+    # ones_like of the primal output: the seed carries its sharding (Explicit mesh
+    # axes) and its varying manual axes (inside shard_map with check_vma=True).
+    (cot,) = pullback(jnp.ones_like(picked))
     return cot
 
 

@@ -39,6 +39,7 @@ def probe(
     layer: str | None = None,
     *,
     call_index: int | None = None,
+    tokens: Any = None,
     **call_kwargs: Any,
 ) -> Probe:
     """A probe on a named layer of an unmodified Flax model.
@@ -54,6 +55,11 @@ def probe(
         ``"backbone.conv3"``. Its output must be ``(B, h, w, K)``.
       call_index: which call to probe when the layer is called several times in one
         forward pass (0-based). ``None`` (default) requires exactly one call.
+      tokens: for a token layer ``(B, T, D)`` (a transformer block), a
+        :class:`jaxsal.Tokens` saying which tokens are patches and their grid; the
+        probe then shows the layer as ``(B, h, w, D)``, so the CAM family needs no
+        reshape transform (see :func:`jaxsal.with_tokens`). ``None``: the layer's
+        output must already be ``(B, h, w, K)``.
       **call_kwargs: extra keyword arguments for every model call, e.g.
         ``train=False`` (linen: passed to ``module.apply``, so ``method=`` and
         ``rngs=`` work too; NNX: passed to ``module(x, **call_kwargs)``).
@@ -81,7 +87,7 @@ def probe(
                 "without variables."
             )
         _check_layer_arg(layer, "backbone.conv3")
-        return _nnx_probe(module, layer, call_index, call_kwargs)
+        return _with_tokens(_nnx_probe(module, layer, call_index, call_kwargs), tokens)
     if isinstance(module, linen.Module):
         if not isinstance(variables, Mapping):
             raise TypeError(
@@ -89,11 +95,17 @@ def probe(
                 f"with variables = module.init(...); got variables of type {type(variables).__name__}."
             )
         _check_layer_arg(layer, "backbone/conv3")
-        return _linen_probe(module, variables, layer, call_index, call_kwargs)
+        return _with_tokens(_linen_probe(module, variables, layer, call_index, call_kwargs), tokens)
     raise TypeError(
         f"module must be a flax.linen.Module or a flax.nnx.Module; got {type(module).__name__}. "
         "For other models use jaxsal.probe(features_fn, head_fn)."
     )
+
+
+def _with_tokens(p: Probe, tokens: Any) -> Probe:
+    from jaxsal._src.probe import with_tokens
+
+    return p if tokens is None else with_tokens(p, tokens)
 
 
 def _check_layer_arg(layer: Any, example: str) -> None:

@@ -150,8 +150,20 @@ _JIT_DROPPED = {
 #: ``jit`` parameters with no meaning once the body is inlined (kept nowhere, never warned).
 JIT_IGNORED = ("name", "keep_unused", "inline", "ctx_mesh")
 #: One-operand primitives that only forward a value (scalar constants pass through them).
+#: ``pvary``/``pcast`` mark a value as varying over ``shard_map`` axes (inside
+#: ``shard_map``, ``jax.nn.relu`` is ``max(x, pvary(0.0))``).
 PASS_THROUGH = frozenset(
-    {"broadcast_in_dim", "convert_element_type", "reshape", "squeeze", "expand_dims", "copy", "copy_p"}
+    {
+        "broadcast_in_dim",
+        "convert_element_type",
+        "reshape",
+        "squeeze",
+        "expand_dims",
+        "copy",
+        "copy_p",
+        "pvary",
+        "pcast",
+    }
 )
 
 # First-order primitives the matchers read (relu.py, max_pool.py, linear.py). These are
@@ -672,6 +684,7 @@ def interpret(
     pairs: Sequence[tuple[Matcher, RuleFn]],
     *,
     on_units: Callable[[list[Unit]], None] | None = None,
+    speed: bool | None = None,
 ) -> Callable:
     """``f`` re-evaluated with each ``(matcher, rule)`` pair applied to the units it finds.
 
@@ -679,6 +692,13 @@ def interpret(
     at all is simply called. ``on_units(units)``, if given, is called at every trace
     with the units found (all pairs, sub-jaxprs included), e.g. to warn when a kind
     the caller relies on is missing.
+
+    ``speed``: whether to append the convolution speed rewrites chosen by
+    ``jaxsal.config.rewrites`` (:mod:`jaxsal._src.rewrites`; read at trace time) after
+    ``pairs``. ``None`` (default) appends them when one of the rules is a *speed rule*
+    (has a true ``speed`` attribute, as the max-pool rule ``FAST_MAX_POOL``), which is
+    how every gradient method reaches the interpreter; the propagation rules (LRP,
+    DeepLIFT), which replace linear layers themselves, do not get them.
 
     Example::
 
@@ -698,10 +718,18 @@ def interpret(
         if not callable(r):
             raise TypeError(f"a rule must be callable rule(unit, forward, *inputs); got {type(r).__name__}.")
 
+    if speed is None:
+        speed = any(getattr(r, "speed", False) for _, r in pairs)
+
     @functools.wraps(f)
     def wrapped(*args):
         closed, flat, out_tree = trace(f, args)
-        node = plan(closed, pairs)
+        use = pairs
+        if speed:
+            from jaxsal._src import rewrites  # imports this module
+
+            use = pairs + rewrites.pairs()
+        node = plan(closed, use)
         if on_units is not None:
             on_units(list(_walk(node)))
         if not node.count:

@@ -101,6 +101,11 @@ def FAST_MAX_POOL(unit: interp.Unit, forward: Callable, x: jax.Array) -> jax.Arr
     return _max_pool(x, unit.info)
 
 
+#: A *speed rule* (values and derivatives unchanged): the interpreter then also applies the
+#: convolution speed rewrites of ``jaxsal.config.rewrites`` (:mod:`jaxsal._src.rewrites`).
+FAST_MAX_POOL.speed = True  # type: ignore[attr-defined]
+
+
 @functools.lru_cache(maxsize=1024)
 def count_max_pools(jaxpr) -> int:
     """Number of non-overlapping max-pools in ``jaxpr`` and its sub-jaxprs."""
@@ -111,7 +116,9 @@ def with_fast_max_pool(f: Callable) -> Callable:
     """``f`` with the derivative of its non-overlapping max-pools computed elementwise.
 
     Values and derivatives are those of ``f`` (each window's gradient goes to its first
-    maximum, as in XLA's ``select_and_scatter``); only the speed changes. A function
-    with no such max-pool is simply called (it is traced once more, at trace time).
+    maximum, as in XLA's ``select_and_scatter``); only the speed changes. The
+    convolution speed rewrites of ``jaxsal.config.rewrites`` are applied with it
+    (:mod:`jaxsal._src.rewrites`; values equal to float rounding). A function with
+    neither is simply called (it is traced once more, at trace time).
     """
     return interp.interpret(f, [(MAX_POOL, FAST_MAX_POOL)])

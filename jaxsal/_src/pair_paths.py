@@ -114,7 +114,7 @@ def kth_smallest(a: Array, k: int) -> Array:
         ok = jnp.sum(u <= mid, dtype=jnp.int32) >= need
         return jnp.where(ok, lo, mid + one), jnp.where(ok, mid, hi)
 
-    lo, _ = jax.lax.fori_loop(0, 8 * a.dtype.itemsize, body, (lo, hi))
+    lo, _ = jax.lax.fori_loop(0, 8 * a.dtype.itemsize, body, contract.varying_like((lo, hi), a))
     return jax.lax.bitcast_convert_type(lo, a.dtype)
 
 
@@ -160,7 +160,7 @@ def _guided_step(x, xi, xb, grad, a_min, a_max, l1_target, *, k, rel_tol, abs_to
         gamma = jnp.where(close, jnp.zeros_like(gamma), gamma)
         return x, acc + (x - x_old) * grad, gamma, it + 1
 
-    init = (x, jnp.zeros_like(x), inf, jnp.asarray(0, jnp.int32))
+    init = contract.varying_like((x, jnp.zeros_like(x), inf, jnp.asarray(0, jnp.int32)), x)
     x, acc, _, _ = jax.lax.while_loop(cond, body, init)
     return x, acc
 

@@ -27,6 +27,7 @@ import jax
 import jax.numpy as jnp
 
 from jaxsal._src import contract
+from jaxsal._src.tokens import Tokens
 
 Array = jax.Array
 
@@ -92,7 +93,8 @@ def layer_gradient(p: Probe, x: Array, target: contract.Target) -> tuple[Array, 
     ``(B, h, w, K)``, ``(B, h, w, K)``.
     """
     spec = p.activation_shape(x)
-    zeros = jnp.zeros(spec.shape, spec.dtype)
+    # Varying over the same shard_map axes as x: otherwise its gradient is summed over shards.
+    zeros = contract.varying_like(jnp.zeros(spec.shape, spec.dtype), x)
     scores, pullback, a = jax.vjp(lambda d: p.run(x, d), zeros, has_aux=True)
     contract.check_scores(scores, x.shape[0], name="the probed model")
     (grad,) = pullback(contract.target_cotangent(scores, target))
@@ -107,16 +109,62 @@ def layer_forward(p: Probe, x: Array) -> tuple[Array, Array]:
     return scores, a
 
 
+def with_tokens(p: Probe, tokens: Tokens) -> Probe:
+    """The probe ``p`` on a token layer ``(B, T, D)``, seen as the patch feature map ``(B, h, w, D)``.
+
+    ``run(x, delta)`` takes ``delta`` of shape ``(B, h, w, D)``, adds it to the patch
+    tokens (zero on the prefix and suffix tokens: CLS, registers) and returns the patch
+    tokens reshaped to ``(B, h, w, D)``. So ``dy/dA`` of the map is the gradient with
+    respect to the patch tokens, and every layer method (the CAM family, ``at_layer``)
+    works on a ViT with no reshape transform.
+
+    Args:
+      p: a probe whose layer outputs tokens ``(B, T, D)``.
+      tokens: the token layout, :class:`jaxsal.Tokens`.
+
+    Returns:
+      A :class:`Probe` with the same ``scores_fn`` and layer name.
+
+    Raises:
+      ValueError (when called): the layer does not output ``(B, T, D)``, or ``tokens``
+      does not fit its ``T`` (the message names ``T`` and the spec).
+    """
+    check_probe(p)
+    if not isinstance(tokens, Tokens):
+        raise TypeError(
+            f"tokens must be a jaxsal.Tokens, e.g. Tokens(grid=(h, w), prefix=1); got {type(tokens).__name__}."
+        )
+    inner = p.run
+    where = f"layer {p.layer!r}"
+
+    def run(x, delta):
+        if delta is None:
+            scores, a = inner(x, None)
+            return scores, tokens.to_map(a, where)
+        _, a0 = jax.eval_shape(lambda x: inner(x, None), x)
+        tokens.check(a0, where)
+        scores, a = inner(x, tokens.to_tokens(delta.astype(a0.dtype), a0.shape[1]))
+        return scores, tokens.to_map(a, where)
+
+    return Probe(scores_fn=p.scores_fn, run=run, layer=p.layer)
+
+
 def probe(
-    features_fn: Callable[[Array], Array], head_fn: Callable[[Array], Array], *, name: str = "features"
+    features_fn: Callable[[Array], Array],
+    head_fn: Callable[[Array], Array],
+    *,
+    name: str = "features",
+    tokens: Tokens | None = None,
 ) -> Probe:
     """A probe for a model given as two plain functions, ``scores = head_fn(features_fn(x))``.
 
     Args:
       features_fn: ``x (B, ...) -> A (B, h, w, K)``, the model up to and including the
-        probed layer (channels last).
+        probed layer (channels last); with ``tokens``, token activations ``(B, T, D)``.
       head_fn: ``A -> raw scores (B, C)``, the rest of the model.
       name: the layer's name in error messages.
+      tokens: for a token layer, its layout (:class:`jaxsal.Tokens`): the probe then
+        presents the patch tokens as a map ``(B, h, w, D)`` (see :func:`with_tokens`).
 
     Returns:
       A :class:`Probe` for :func:`jaxsal.grad_cam` and the other layer methods.
@@ -137,4 +185,5 @@ def probe(
         a = features_fn(x)
         return head_fn(a if delta is None else a + delta), a
 
-    return Probe(scores_fn=scores_fn, run=run, layer=name)
+    p = Probe(scores_fn=scores_fn, run=run, layer=name)
+    return p if tokens is None else with_tokens(p, tokens)

@@ -386,6 +386,9 @@ def layer_of(unit: interp.Unit) -> R.Layer:
 
 # ----------------------------------------------------------------------------- composites
 
+#: Composites that are not a layer map but rules for every part of the model (``jaxsal.lrp`` only).
+MODEL_COMPOSITES = ("attn_lrp",)
+
 COMPOSITES = (
     "epsilon",
     "epsilon_plus",
@@ -425,7 +428,8 @@ def build_composite(
     if not isinstance(name, str) or name not in COMPOSITES:
         raise ValueError(
             f"unknown composite {name!r}; choose one of {', '.join(COMPOSITES)}, or pass a callable "
-            f"layer -> rule (see jaxsal.rules)."
+            f"layer -> rule (see jaxsal.rules); jaxsal.lrp also takes {', '.join(MODEL_COMPOSITES)!s} "
+            f"(AttnLRP, for transformers)."
         )
     eps = R.Epsilon(epsilon)
     stab = R._check_number(stabilizer, "stabilizer", positive=True)
@@ -509,12 +513,23 @@ def lrp(
     w² (unbounded) at the input: ``lrp(f, lambda layer: ZBox(lo, hi) if layer.first
     else ZPlus())`` (``jaxsal.rules``).
 
+    **AttnLRP** (Achtibat et al. 2024, "AttnLRP: Attention-Aware Layer-Wise Relevance
+    Propagation for Transformers", ICML 2024, https://arxiv.org/abs/2402.05602), with
+    ``composite="attn_lrp"``: every equation of a transformer gets a rule
+    (:mod:`jaxsal._src.attn_lrp`): ε on linear layers; LayerNorm/RMSNorm by the ε rule
+    with ``1/std`` held constant; softmax by :math:`R_{in} = z \odot (R - s \odot \sum R)`;
+    ``q·kᵀ``, ``A·v`` and gating products by the uniform rule (half the ε relevance of the
+    product to each factor); GELU, SiLU and other elementwise functions by the identity
+    rule; residual sums and pooling by ε. A primitive with no rule raises
+    :class:`ValueError` naming it. Biases, additive embeddings and the softmax absorb their
+    share, so :math:`\sum_i R_i = S_c(x)` holds only without them.
+
     Args:
       f: model ``x (B, ...) -> raw scores (B, C)``, weights closed over.
       composite: one of :data:`COMPOSITES` (see :func:`jaxsal.rules.composite`), or a callable
         ``layer -> rule`` taking a :class:`jaxsal.rules.Layer` (kind, index, first,
         scope) and returning a :mod:`jaxsal.rules` rule, or ``None`` for that layer's
-        plain gradient.
+        plain gradient; or ``"attn_lrp"`` (AttnLRP for transformers, below).
       epsilon: the ε of the ε rule (dense layers). ``> 0``.
       gamma: the γ of the γ rule (``epsilon_gamma_box``). ``>= 0``.
       low: the input's lower bound for z^B (``epsilon_gamma_box`` only), a scalar or
@@ -533,6 +548,9 @@ def lrp(
       relevance = attr(images)                 # sums to each top score
     """
     contract.check_callable(f)
+    if isinstance(composite, str) and composite in MODEL_COMPOSITES:
+        model = _attn_lrp_model(f, epsilon=epsilon, gamma=gamma, low=low, high=high, stabilizer=stabilizer)
+        return _relevance(f, model, composite, epsilon=epsilon, gamma=gamma, stabilizer=stabilizer)
     if callable(composite):
         choose = composite
         name = getattr(composite, "__name__", "custom")
@@ -560,6 +578,11 @@ def lrp(
     pass_rule = interp.backward_rule(_pass)
     pairs = [(LAYERS, layer_rule), (ACTIVATIONS, pass_rule), (RELU, pass_rule), (SUMS, norm), (POOLS, norm)]
     model = interp.interpret(f, pairs, on_units=_warn_if_no_linear)
+    return _relevance(f, model, name, epsilon=epsilon, gamma=gamma, stabilizer=stabilizer, low=low, high=high)
+
+
+def _relevance(f: Callable, model: Callable, name: str, **hyper: Any) -> contract.Attribution:
+    """The attribution ``x -> vjp(model)(S_c(x) e_c)`` of an interpreted ``model``."""
 
     def attr(x, target=None, *, key=None):
         x = contract.check_input(x)
@@ -570,10 +593,24 @@ def lrp(
         (relevance,) = pullback(cot)
         return relevance
 
-    hyper = dict(composite=name, epsilon=epsilon, gamma=gamma, stabilizer=stabilizer)
-    if low is not None or high is not None:
-        hyper.update(low=low, high=high)
-    return contract.Attribution(attr, f, name="lrp", hyper=hyper)
+    if hyper.get("low") is None and hyper.get("high") is None:
+        hyper.pop("low", None)
+        hyper.pop("high", None)
+    return contract.Attribution(attr, f, name="lrp", hyper=dict(composite=name, **hyper))
+
+
+def _attn_lrp_model(f: Callable, *, epsilon, gamma, low, high, stabilizer) -> Callable:
+    """``f`` interpreted with the AttnLRP rules (:mod:`jaxsal._src.attn_lrp`)."""
+    from jaxsal._src.attn_lrp import interpret_attn_lrp
+
+    given = [n for n, v in (("low", low), ("high", high)) if v is not None]
+    if given:
+        raise ValueError(
+            f"{' and '.join(given)} only apply to the composite 'epsilon_gamma_box' (the z^B rule at the "
+            f"input); AttnLRP has no bounded-input rule. Drop {', '.join(given)}=."
+        )
+    R._check_number(gamma, "gamma", nonneg=True)
+    return interpret_attn_lrp(f, epsilon=epsilon, stabilizer=stabilizer)
 
 
 def _lrp_alpha2_beta1(f: Callable, **hyper: Any) -> contract.Attribution:
@@ -583,7 +620,19 @@ def _lrp_alpha2_beta1(f: Callable, **hyper: Any) -> contract.Attribution:
     return lrp(f, "epsilon_alpha2_beta1", **hyper)
 
 
+def _attn_lrp(f: Callable, **hyper: Any) -> contract.Attribution:
+    r"""The registry's AttnLRP: :func:`lrp` with ``composite="attn_lrp"`` (Achtibat et al. 2024,
+    "AttnLRP: Attention-Aware Layer-Wise Relevance Propagation for Transformers", ICML 2024).
+
+    ε on linear layers, LayerNorm with ``1/std`` held constant, the softmax's Taylor rule
+    :math:`R_{in} = z \odot (R - s \odot \sum R)`, the uniform rule on products of two
+    input-dependent values and the identity rule on elementwise nonlinearities; on a CNN
+    it is LRP-ε with ReLUs passing relevance."""
+    return lrp(f, "attn_lrp", **hyper)
+
+
 register(Method("lrp", lrp, "f", "propagation", "LRP ε-z⁺", "Bach et al. 2015", signed=True))
+register(Method("attn_lrp", _attn_lrp, "f", "propagation", "AttnLRP", "Achtibat et al. 2024", signed=True))
 register(
     Method(
         "lrp_alpha2_beta1",

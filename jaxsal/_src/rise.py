@@ -103,7 +103,7 @@ def rise(
             masks = jax.vmap(mask)(s)
             return acc + jnp.einsum("sb,shw->bhw", w, masks, precision=jax.lax.Precision.HIGHEST), None
 
-        acc = jnp.zeros((x.shape[0], hh, ww), dtype)
+        acc = contract.varying_like(jnp.zeros((x.shape[0], hh, ww), dtype), weights)
         acc, _ = jax.lax.scan(add, acc, (ids, weights.reshape(chunks, size, -1)))
         out = acc / (n * p)
         return jnp.broadcast_to(out[..., None], x.shape).astype(x.dtype)

@@ -7,7 +7,12 @@ One module per command, each adding its subcommand with ``add_subcommands(subpar
 * ``jaxsal sanity`` (:mod:`jaxsal.cli.sanity`): the model-parameter randomisation
   sanity check on the same classifier;
 * ``jaxsal evaluate`` (:mod:`jaxsal.cli.evaluate`): localisation, faithfulness and
-  robustness metrics per method on the synthetic shapes set.
+  robustness metrics per method on the synthetic shapes set;
+* ``jaxsal benchmark`` (:mod:`jaxsal.cli.benchmark`): every method × every metric on a
+  generated ground-truth set, with random, Sobel and input baselines, bootstrap
+  confidence intervals and the reliability of the metrics themselves;
+* ``jaxsal explain`` / ``jaxsal show`` (:mod:`jaxsal.cli.explain`): a folder of images
+  explained into a resumable on-disk store, and one stored example drawn.
 
 Helpers they share live in :mod:`jaxsal.cli._common`. A module of :data:`COMMANDS`
 that fails to import (e.g. an optional dependency is missing) costs only its own
@@ -37,7 +42,13 @@ __all__ = ["COMMANDS", "build_parser", "main"]
 
 PROG = "jaxsal"
 #: Modules that add subcommands with ``add_subcommands(subparsers)``, in ``--help`` order.
-COMMANDS: tuple[str, ...] = ("jaxsal.cli.demo", "jaxsal.cli.sanity", "jaxsal.cli.evaluate")
+COMMANDS: tuple[str, ...] = (
+    "jaxsal.cli.demo",
+    "jaxsal.cli.sanity",
+    "jaxsal.cli.evaluate",
+    "jaxsal.cli.benchmark",
+    "jaxsal.cli.explain",
+)
 
 
 def _add_commands(subparsers) -> None:

@@ -249,3 +249,80 @@ def build_attr(
         stochastic=getattr(attr, "stochastic", False),
         name=f"upsample({method.name})",
     )
+
+
+# ----------------------------------------------------------------------------- compile cache
+
+#: Environment variable naming the persistent compilation cache folder (``0``: none).
+COMPILE_CACHE_ENV = "JAXSAL_COMPILE_CACHE"
+#: Programs that compile faster than this are not written to the cache (JAX's default is 1 s).
+COMPILE_CACHE_MIN_SECS = 0.2
+_OFF = frozenset({"0", "off", "false", "no", "none"})
+
+
+def compile_cache_dir(environ: Mapping[str, str] | None = None) -> str | None:
+    """The folder of the CLI's persistent XLA compilation cache, or None when it is off.
+
+    ``$JAXSAL_COMPILE_CACHE`` if set (``0``, ``off``, ``false``, ``no`` or the empty
+    string switch the cache off), else ``$XDG_CACHE_HOME/jaxsal/xla``, else
+    ``~/.cache/jaxsal/xla``.
+
+    Args:
+      environ: the environment to read (default ``os.environ``).
+
+    Returns:
+      An absolute path, or None.
+    """
+    env = os.environ if environ is None else environ
+    value = env.get(COMPILE_CACHE_ENV)
+    if value is not None:
+        if value.strip().lower() in _OFF or not value.strip():
+            return None
+        return os.path.abspath(os.path.expanduser(value))
+    base = env.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
+    return os.path.abspath(os.path.join(base, "jaxsal", "xla"))
+
+
+def enable_compile_cache(disabled: bool = False, environ: Mapping[str, str] | None = None) -> str | None:
+    """Point JAX's persistent compilation cache at :func:`compile_cache_dir`.
+
+    Compiled programs are then written there and reused by later runs of the same
+    command with the same shapes, JAX version and backend (the compile is the larger
+    part of a first ``jaxsal demo``). The folder is created if needed; when it cannot
+    be created the cache stays off and a warning line goes to stderr.
+
+    Args:
+      disabled: ``--no-compile-cache`` was given: do nothing.
+      environ: the environment to read (default ``os.environ``).
+
+    Returns:
+      The folder in use, or None when the cache is off.
+    """
+    if disabled:
+        return None
+    path = compile_cache_dir(environ)
+    if path is None:
+        return None
+    try:
+        os.makedirs(path, exist_ok=True)
+    except OSError as e:
+        print(
+            f"jaxsal: warning: compile cache off, cannot create {path!r} ({e.strerror or e})", file=sys.stderr
+        )
+        return None
+    import jax
+
+    jax.config.update("jax_compilation_cache_dir", path)
+    jax.config.update("jax_persistent_cache_min_compile_time_secs", COMPILE_CACHE_MIN_SECS)
+    jax.config.update("jax_persistent_cache_min_entry_size_bytes", 0)
+    return path
+
+
+def add_compile_cache_flag(parser: argparse.ArgumentParser) -> None:
+    """Add ``--no-compile-cache`` to a subcommand's parser (see :func:`enable_compile_cache`)."""
+    parser.add_argument(
+        "--no-compile-cache",
+        action="store_true",
+        help=f"do not read or write the persistent XLA compilation cache (also: {COMPILE_CACHE_ENV}=0); "
+        "default folder $XDG_CACHE_HOME/jaxsal/xla or ~/.cache/jaxsal/xla, or $" + COMPILE_CACHE_ENV,
+    )

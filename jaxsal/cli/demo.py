@@ -505,6 +505,7 @@ def add_subcommands(subparsers) -> None:
         "--dpi", type=_common.positive_int, default=100, help="resolution of the PNG (default: 100)"
     )
     p.add_argument("--no-progress", action="store_true", help="hide the progress bar")
+    _common.add_compile_cache_flag(p)
     p.set_defaults(func=_run_demo)
 
 
@@ -513,6 +514,7 @@ def _run_demo(args: argparse.Namespace) -> int:
     samples = _common.split_list(args.samples, "--samples")
     if not 0 <= args.percentile <= 100:
         raise ValueError(f"--percentile must be in [0, 100]; got {args.percentile}.")
+    _common.enable_compile_cache(disabled=getattr(args, "no_compile_cache", False))
     run(
         images=args.images,
         samples=samples,

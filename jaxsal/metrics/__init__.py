@@ -12,7 +12,19 @@ as pure functions returning NamedTuples, with explicit PRNG keys:
 * localisation: :func:`pointing_game`, :func:`relevance_mass_accuracy`,
   :func:`relevance_rank_accuracy` (Arras et al., 2022), e.g. on
   :func:`jaxsal.datasets.synthetic_shapes` with :class:`jaxsal.models.ShapesCNN`;
-* robustness: :func:`max_sensitivity` (Yeh et al., 2019).
+* robustness: :func:`max_sensitivity` (Yeh et al., 2019);
+* concentration: :func:`sparseness` (Gini; Chalasani et al., 2020), :func:`complexity`
+  (entropy; Bhatt et al., 2020);
+* fidelity: :func:`faithfulness_correlation` (Bhatt et al., 2020), :func:`infidelity`
+  (Yeh et al., 2019), :func:`sensitivity_n` (Ancona et al., 2018), :func:`random_logit`
+  (Sixt et al., 2020), :func:`smooth_mprt` and :func:`efficient_mprt` (Hedström et al., 2023);
+* more localisation: :func:`attribution_localisation` (Kohlbrenner et al., 2020),
+  :func:`top_k_intersection`;
+* the seed's critiques as tests: :func:`input_invariance` (Kindermans et al., 2019),
+  :func:`fragility_attack` (Ghorbani, Abid & Zou, 2019);
+* ground truth with suppressors: :func:`tris` (XAI-TRIS, Clark et al., 2024);
+* the reliability of the metrics themselves (Tomsett et al., 2020):
+  :func:`krippendorff_alpha`, :func:`cronbach_alpha`, :func:`metric_reliability`.
 
 The ``jaxsal sanity`` and ``jaxsal evaluate`` commands are in :mod:`jaxsal.cli`.
 The synthetic shapes set, the digits, the small CNN and its trainer, exported here in
@@ -21,6 +33,7 @@ The synthetic shapes set, the digits, the small CNN and its trainer, exported he
 
 from jaxsal._src.moved import moved
 from jaxsal.metrics._common import reduce_channels
+from jaxsal.metrics.concentration import MapStatistic, complexity, sparseness
 from jaxsal.metrics.data_randomization import DataRandomizationResult, data_randomization
 from jaxsal.metrics.faithfulness import (
     PerturbationCurve,
@@ -32,18 +45,43 @@ from jaxsal.metrics.faithfulness import (
     road,
     trapezoid_auc,
 )
+from jaxsal.metrics.fidelity import (
+    EfficientMPRT,
+    Infidelity,
+    RandomLogit,
+    SensitivityN,
+    SubsetCorrelation,
+    draw_subsets,
+    efficient_mprt,
+    faithfulness_correlation,
+    histogram_entropy,
+    infidelity,
+    random_logit,
+    sensitivity_n,
+    smooth_mprt,
+)
+from jaxsal.metrics.fragility import Fragility, fragility_attack, plot_fragility, softplus_surrogate
+from jaxsal.metrics.invariance import Invariance, input_invariance, shifted_model
 from jaxsal.metrics.localization import (
     Localization,
     PointingGame,
+    attribution_localisation,
     pointing_game,
     relevance_mass_accuracy,
     relevance_rank_accuracy,
+    top_k_intersection,
 )
 from jaxsal.metrics.randomization import (
     RandomizationResult,
     layer_names,
     model_parameter_randomization,
     randomize_layers,
+)
+from jaxsal.metrics.reliability import (
+    MetricReliability,
+    cronbach_alpha,
+    krippendorff_alpha,
+    metric_reliability,
 )
 from jaxsal.metrics.robustness import Sensitivity, max_sensitivity
 from jaxsal.metrics.similarity import (
@@ -57,6 +95,7 @@ from jaxsal.metrics.similarity import (
     spearman,
     ssim,
 )
+from jaxsal.metrics.tris import TRIS, sobel_edges, tris
 
 __all__ = [
     "DataRandomizationResult",
@@ -90,6 +129,38 @@ __all__ = [
     "spearman",
     "ssim",
     "trapezoid_auc",
+    "EfficientMPRT",
+    "Infidelity",
+    "MapStatistic",
+    "MetricReliability",
+    "RandomLogit",
+    "SensitivityN",
+    "SubsetCorrelation",
+    "attribution_localisation",
+    "complexity",
+    "cronbach_alpha",
+    "draw_subsets",
+    "efficient_mprt",
+    "faithfulness_correlation",
+    "histogram_entropy",
+    "infidelity",
+    "krippendorff_alpha",
+    "metric_reliability",
+    "random_logit",
+    "sensitivity_n",
+    "smooth_mprt",
+    "sparseness",
+    "top_k_intersection",
+    "Fragility",
+    "Invariance",
+    "TRIS",
+    "fragility_attack",
+    "input_invariance",
+    "plot_fragility",
+    "shifted_model",
+    "sobel_edges",
+    "softplus_surrogate",
+    "tris",
 ]
 
 # Moved in 0.2; the old names warn with their new home.

