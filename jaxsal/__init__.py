@@ -8,7 +8,6 @@ import importlib as _importlib
 
 from jaxsal._src import config
 from jaxsal._src.at_layer import AtLayer, at_layer
-from jaxsal._src.attention import attention_flow, attention_rollout, gradient_rollout, raw_attention
 from jaxsal._src.cam import (
     cam,
     eigen_cam,
@@ -44,6 +43,10 @@ from jaxsal._src.store import Store, open_store
 from jaxsal._src.surrogate import kernel_shap, lime
 from jaxsal._src.tokens import Tokens
 from jaxsal._src.xrai import xrai
+
+# isort: split
+# Last: registration order is the registry's (and `--methods all`'s) order.
+from jaxsal._src.attention import attention_flow, attention_rollout, gradient_rollout, raw_attention
 
 __version__ = "0.1.0"
 

@@ -156,6 +156,15 @@ def _tiny_vit():
     return vit, vit.init(jax.random.key(0), jnp.zeros(INPUT_SHAPE))
 
 
+def model_of(method, cnn):
+    """The scores function ``x -> (B, C)`` that :func:`build` builds ``method`` on."""
+    if method.family == "attention":
+        vit, variables = _tiny_vit()
+        v = jax.tree.map(lambda a: a.astype(cnn.x.dtype), variables)
+        return lambda inp: vit.apply(v, inp)
+    return cnn.f
+
+
 def build(method, cnn, **hyper):
     """Build a registered method on the small CNN (``f`` or a probe of ``features``).
 
@@ -165,9 +174,7 @@ def build(method, cnn, **hyper):
     if method.family == "attention":
         from jaxsal import Tokens
 
-        vit, variables = _tiny_vit()
-        v = jax.tree.map(lambda a: a.astype(cnn.x.dtype), variables)
-        return method.build(lambda inp: vit.apply(v, inp), tokens=Tokens(grid=(4, 4)), **hyper)
+        return method.build(model_of(method, cnn), tokens=Tokens(grid=(4, 4)), **hyper)
     if method.takes == "f":
         return method.build(cnn.f, **hyper)
     from jaxsal import flax as jflax

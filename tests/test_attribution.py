@@ -10,7 +10,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
-from conftest import FAST, build
+from conftest import FAST, build, model_of
 
 import jaxsal
 from jaxsal._src import contract
@@ -29,7 +29,7 @@ def test_every_factory_returns_an_attribution_with_its_metadata(method, cnn):
     assert attr.stochastic == method.stochastic
     assert attr.output == method.output
     assert callable(attr.scores_fn)
-    np.testing.assert_allclose(attr.scores_fn(cnn.x), cnn.f(cnn.x), **TOL)
+    np.testing.assert_allclose(attr.scores_fn(cnn.x), model_of(method, cnn)(cnn.x), **TOL)
     assert attr.name and attr.name in repr(attr)
     with pytest.raises(TypeError):
         attr.hyper["new"] = 1  # read-only

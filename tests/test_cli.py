@@ -59,6 +59,7 @@ SMALL = ["--smoothgrad-n", "2", "--ig-steps", "2", "--dpi", str(DPI), "--seed", 
 
 
 @pytest.mark.slow
+@pytest.mark.heavy  # 100 s; test_demo_on_image_files runs the same path on two photos
 def test_demo_on_bundled_photos_writes_the_grid_and_prints_the_tables(tmp_path, capsys, captured_runs):
     """`jaxsal demo` with every default method on all bundled photos (small n / steps)."""
     out = tmp_path / "grid.png"

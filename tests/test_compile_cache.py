@@ -42,6 +42,9 @@ SCRIPT = textwrap.dedent(
     import time, jax, jax.numpy as jnp
     from jaxsal.cli import _common
     print(_common.enable_compile_cache())
+    # The CLI caches only compiles over COMPILE_CACHE_MIN_SECS; this tiny program may
+    # compile faster than that on a quiet machine, so the test caches everything.
+    jax.config.update("jax_persistent_cache_min_compile_time_secs", 0)
     def f(x):
         for _ in range(60):
             x = jnp.sin(x) @ x.T + jnp.cos(x)

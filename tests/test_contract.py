@@ -14,7 +14,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
-from conftest import build, tol
+from conftest import build, model_of, tol
 
 import jaxsal
 
@@ -145,8 +145,7 @@ def test_key_semantics(method, cnn):
 @pytest.mark.parametrize("method", METHODS, ids=IDS)
 def test_target_none_is_the_predicted_class(method, cnn):
     attr = build(method, cnn)
-    scores_fn = attr.scores_fn or cnn.f  # the attention family runs on a tiny ViT (conftest)
-    predicted = jnp.argmax(scores_fn(cnn.x), axis=1)
+    predicted = jnp.argmax(model_of(method, cnn)(cnn.x), axis=1)
     np.testing.assert_allclose(attr(cnn.x, key=KEY), attr(cnn.x, predicted, key=KEY), **tol(cnn.x.dtype))
 
 

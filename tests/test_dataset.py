@@ -417,7 +417,6 @@ def cli_env(monkeypatch, tmp_path):
     from jaxsal import cli
     from jaxsal.cli import explain
 
-    monkeypatch.setattr(cli, "COMMANDS", (*cli.COMMANDS, "jaxsal.cli.explain"))
     module, variables, _ = worker.model()
     monkeypatch.setattr(explain, "load_model", lambda: (module, variables, [str(i) for i in range(5)], None))
     monkeypatch.setattr(

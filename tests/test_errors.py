@@ -27,8 +27,10 @@ def _maker(method):
     return make
 
 
-# Every registered method that takes the model f, from the registry.
-INPUT_METHODS = {m.name: _maker(m) for m in jaxsal.methods(takes="f").values()}
+# Every registered method that takes the model f, from the registry. The attention family
+# needs a transformer (on this linear F it refuses to run: "no attention softmax found",
+# tested in tests/test_attention.py, as its own bad input).
+INPUT_METHODS = {m.name: _maker(m) for m in jaxsal.methods(takes="f").values() if m.family != "attention"}
 
 
 @pytest.fixture(params=list(INPUT_METHODS))

@@ -90,3 +90,12 @@ def test_whole_cam_family_runs_on_vit(method):
         r = method.build(p, **hyper)(X)
     assert r.shape == (X.shape if method.output == "input" else (2, 4, 4)) and r.dtype == X.dtype
     assert bool(jnp.all(jnp.isfinite(r)))
+
+
+def test_flax_probe_tokens_argument_equals_with_tokens():
+    tk = Tokens(grid=(4, 4))
+    a = jaxsal.grad_cam(jflax.probe(MODEL, VARS, LAYER, tokens=tk))(X)
+    b = jaxsal.grad_cam(with_tokens(jflax.probe(MODEL, VARS, LAYER), tk))(X)
+    np.testing.assert_array_equal(a, b)
+    with pytest.raises(ValueError, match="grid"):
+        jaxsal.grad_cam(jflax.probe(MODEL, VARS, LAYER, tokens=Tokens(grid=(3, 3))))(X)

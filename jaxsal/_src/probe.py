@@ -125,9 +125,9 @@ def with_tokens(p: Probe, tokens: Tokens) -> Probe:
     Returns:
       A :class:`Probe` with the same ``scores_fn`` and layer name.
 
-    Raises:
-      ValueError (when called): the layer does not output ``(B, T, D)``, or ``tokens``
-      does not fit its ``T`` (the message names ``T`` and the spec).
+    A ``ValueError`` is raised when the probe is called if the layer does not output
+    ``(B, T, D)``, or if ``tokens`` does not fit its ``T`` (the message names ``T`` and
+    the spec).
     """
     check_probe(p)
     if not isinstance(tokens, Tokens):

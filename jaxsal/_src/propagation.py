@@ -521,7 +521,7 @@ def lrp(
     ``q·kᵀ``, ``A·v`` and gating products by the uniform rule (half the ε relevance of the
     product to each factor); GELU, SiLU and other elementwise functions by the identity
     rule; residual sums and pooling by ε. A primitive with no rule raises
-    :class:`ValueError` naming it. Biases, additive embeddings and the softmax absorb their
+    ``ValueError`` naming it. Biases, additive embeddings and the softmax absorb their
     share, so :math:`\sum_i R_i = S_c(x)` holds only without them.
 
     Args:

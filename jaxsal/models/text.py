@@ -161,8 +161,8 @@ def text_tiny() -> tuple[TextTransformer, dict]:
 
     D = 32, 2 blocks of 2 heads, MLP width 64, vocabulary 16, length 12. Trained by
     ``python -m jaxsal.models.train_transformers text`` (fixed seed); the weights ship in
-    the package, checked against :data:`TEXT_TINY_SHA256` (NumPy ``.npz``, no pickle).
-    Held-out accuracy: :data:`TEXT_TINY_ACCURACY`.
+    the package, checked against ``TEXT_TINY_SHA256`` (NumPy ``.npz``, no pickle).
+    Held-out accuracy: ``TEXT_TINY_ACCURACY``.
 
     Returns:
       ``(module, variables)``; ``module.apply(variables, tokens)`` maps ``(B, L)`` int

@@ -11,7 +11,7 @@ Layer names, for probes (:func:`jaxsal.flax.probe`), ``i = 0 .. depth-1``:
 
 * ``"block{i}"``: the token activations ``(B, 1 + h*w, D)`` after block ``i``;
 * ``"block{i}/ln1"``: the normalised tokens entering block ``i``'s attention. The last
-  block's ``ln1`` (:data:`VIT_CAM_LAYER`) is the usual Grad-CAM layer of a ViT: only the
+  block's ``ln1`` (``VIT_CAM_LAYER``) is the usual Grad-CAM layer of a ViT: only the
   CLS token of the last block's output reaches the head, so the gradient with respect
   to the patch tokens of ``"block{depth-1}"`` itself is zero;
 * ``"block{i}/attn/probs"``: the attention probabilities ``(B, heads, T, T)``, a plain
@@ -173,8 +173,8 @@ def vit_tiny() -> tuple[ViT, dict]:
     About 73k parameters: 3x3 stem (16 channels), 4-px patches (an 8 x 8 grid), D = 48,
     3 blocks of 3 heads, MLP width 96. Trained by ``python -m jaxsal.models.train_transformers vit``
     (fixed seed); the weights ship in the package and are checked against
-    :data:`VIT_TINY_SHA256` before loading (NumPy ``.npz``, no pickle). Held-out accuracy:
-    :data:`VIT_TINY_ACCURACY` (0.744). Warning: that is under-trained (the loss was still
+    ``VIT_TINY_SHA256`` before loading (NumPy ``.npz``, no pickle). Held-out accuracy:
+    ``VIT_TINY_ACCURACY`` (0.744). Warning: that is under-trained (the loss was still
     falling at the end of the 1000-step schedule); a longer schedule is the open fix, and a
     retrained file needs both constants updated.
 
