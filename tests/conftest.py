@@ -153,7 +153,7 @@ def _tiny_vit():
     from jaxsal.models.vit import ViT
 
     vit = ViT(num_classes=5, patch=2, dim=8, depth=2, heads=2, mlp_dim=16, stem=0)
-    return vit, vit.init(jax.random.key(0), jnp.zeros(INPUT_SHAPE))
+    return vit, vit.init(jax.random.key(0), jnp.zeros(INPUT_SHAPE, jnp.float32))
 
 
 def model_of(method, cnn):
