@@ -130,7 +130,7 @@ def text_table(n: int) -> str:
 
 def main(argv=None) -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--n", type=int, default=64, help="held-out ViT images")
+    ap.add_argument("--n", type=int, default=256, help="held-out ViT images")
     ap.add_argument("--n-text", type=int, default=400, help="held-out text sequences")
     ap.add_argument("--only", choices=("vit", "text"), default=None, help="run one of the two tables")
     ap.add_argument("--out", default=os.path.join(os.path.dirname(__file__), "results", "transformers.md"))

@@ -18,8 +18,10 @@ from conftest import build, model_of, tol
 
 import jaxsal
 
-METHODS = list(jaxsal.methods().values())
-IDS = [m.name for m in METHODS]
+# One xdist group per method: its tests run on one worker, so they share its compiled
+# function (``compiled`` below) instead of each compiling it again.
+METHODS = [pytest.param(m, marks=pytest.mark.xdist_group(m.name)) for m in jaxsal.methods().values()]
+IDS = list(jaxsal.methods())
 KEY = jax.random.key(42)
 TARGET = jnp.array([0, 3, 1])
 # DeconvNet's backward pass never looks at the forward activations, so on a CNN
@@ -36,11 +38,32 @@ def expected_shape(method, cnn):
     return (cnn.x.shape[0], 4, 4)  # a map at the "features" layer's resolution
 
 
+_COMPILED: dict = {}
+
+
+def compiled(method, cnn):
+    """``(attr, run, traces)``: ``method`` built on the float32 CNN, ``run = jax.jit(x, t, k ->
+    attr(x, t, key=k))`` shared by this module's tests of the method, and ``traces``, how
+    often ``run`` was traced. Every call in this module passes the same shapes and dtypes,
+    so ``run`` must be traced once whatever the values (test_no_retrace_for_new_values)."""
+    if method.name not in _COMPILED:
+        attr = build(method, cnn)
+        traces = []
+
+        @jax.jit
+        def run(x, t, k):
+            traces.append(1)
+            return attr(x, t, key=k)
+
+        _COMPILED[method.name] = (attr, run, traces)
+    return _COMPILED[method.name]
+
+
 @pytest.mark.parametrize("method", METHODS, ids=IDS)
 def test_jit_equals_eager_shape_and_dtype(method, cnn):
-    attr = build(method, cnn)
+    attr, run, _ = compiled(method, cnn)
     eager = attr(cnn.x, TARGET, key=KEY)
-    jitted = jax.jit(lambda x, t, k: attr(x, t, key=k))(cnn.x, TARGET, KEY)
+    jitted = run(cnn.x, TARGET, KEY)
     assert eager.shape == expected_shape(method, cnn)
     assert eager.dtype == cnn.x.dtype
     assert bool(jnp.all(jnp.isfinite(eager)))
@@ -71,42 +94,33 @@ F64_VS_F32 = dict(rtol=2e-4, atol=2e-5)
 
 @pytest.mark.parametrize("method", METHODS, ids=IDS)
 def test_every_dtype(method, typed_cnn, cnn):
-    """float64 and bfloat16 (float32: the tests above): the input's dtype out, jit == eager
-    at that dtype's tolerance, and (deterministic methods) float64 equal to float32 to
-    float32 rounding."""
+    """float64 and bfloat16 (float32: the tests above): the input's dtype out, finite, and
+    (deterministic methods) float64 equal to float32 to float32 rounding. Compiled only:
+    jit == eager is the first test's, in float32."""
     x = typed_cnn.x
     attr = build(method, typed_cnn)
-    eager = attr(x, TARGET, key=KEY)
-    jitted = jax.jit(lambda x, t, k: attr(x, t, key=k))(x, TARGET, KEY)
-    assert eager.dtype == x.dtype and jitted.dtype == x.dtype
-    assert eager.shape == expected_shape(method, cnn)
-    assert bool(jnp.all(jnp.isfinite(eager)))
-    np.testing.assert_allclose(np.asarray(jitted, np.float64), np.asarray(eager, np.float64), **tol(x.dtype))
+    out = jax.jit(lambda x, t, k: attr(x, t, key=k))(x, TARGET, KEY)
+    assert out.dtype == x.dtype
+    assert out.shape == expected_shape(method, cnn)
+    assert bool(jnp.all(jnp.isfinite(out)))
     if x.dtype == jnp.float64 and not method.stochastic:  # noise draws depend on the dtype
-        ref = build(method, cnn)(cnn.x, TARGET, key=KEY)
+        ref = jax.jit(lambda x, t: build(method, cnn)(x, t, key=KEY))(cnn.x, TARGET)  # under x64: its own
         scale = float(jnp.max(jnp.abs(ref)))
-        np.testing.assert_allclose(eager / scale, ref / scale, **F64_VS_F32)
+        np.testing.assert_allclose(out / scale, ref / scale, **F64_VS_F32)
 
 
 @pytest.mark.parametrize("method", METHODS, ids=IDS)
 def test_vmap_over_extra_axis_equals_loop(method, cnn):
-    attr = build(method, cnn)
+    attr, run, _ = compiled(method, cnn)  # compiled: jit == eager is the first test's
     xs = jnp.stack([cnn.x, cnn.x[::-1] * 0.5])
-    batched = jax.vmap(lambda x: attr(x, TARGET, key=KEY))(xs)
-    looped = jnp.stack([attr(x, TARGET, key=KEY) for x in xs])
+    batched = jax.jit(jax.vmap(lambda x: attr(x, TARGET, key=KEY)))(xs)
+    looped = jnp.stack([run(x, TARGET, KEY) for x in xs])
     np.testing.assert_allclose(batched, looped, **tol(batched.dtype))
 
 
 @pytest.mark.parametrize("method", METHODS, ids=IDS)
 def test_no_retrace_for_new_values(method, cnn):
-    attr = build(method, cnn)
-    traces = []
-
-    @jax.jit
-    def run(x, t, k):
-        traces.append(1)
-        return attr(x, t, key=k)
-
+    _, run, traces = compiled(method, cnn)
     run(cnn.x, TARGET, KEY).block_until_ready()
     run(cnn.x + 1.0, jnp.array([4, 2, 0]), jax.random.key(7)).block_until_ready()
     assert len(traces) == 1
@@ -114,12 +128,16 @@ def test_no_retrace_for_new_values(method, cnn):
 
 @pytest.mark.parametrize("method", METHODS, ids=IDS)
 def test_composes_with_smoothgrad(method, cnn):
-    attr = build(method, cnn)
-    sg0 = jaxsal.smoothgrad(attr, n=2, noise_level=0.0)(cnn.x, TARGET, key=KEY)
+    attr, run, _ = compiled(method, cnn)
+
+    def smoothed(noise_level):  # compiled: jit == eager is the first test's
+        return jax.jit(lambda x: jaxsal.smoothgrad(attr, n=2, noise_level=noise_level)(x, TARGET, key=KEY))
+
+    sg0 = smoothed(0.0)(cnn.x)
     if not method.stochastic:
         # Zero noise: the average of identical maps is the map itself.
-        np.testing.assert_allclose(sg0, attr(cnn.x, TARGET), **tol(sg0.dtype))
-    sg = jaxsal.smoothgrad(attr, n=3, noise_level=0.2)(cnn.x, TARGET, key=KEY)
+        np.testing.assert_allclose(sg0, run(cnn.x, TARGET, KEY), **tol(sg0.dtype))
+    sg = smoothed(0.2)(cnn.x)
     assert sg.shape == expected_shape(method, cnn)
     assert bool(jnp.all(jnp.isfinite(sg)))
     if method.name not in INPUT_INDEPENDENT:
@@ -128,25 +146,25 @@ def test_composes_with_smoothgrad(method, cnn):
 
 @pytest.mark.parametrize("method", METHODS, ids=IDS)
 def test_key_semantics(method, cnn):
-    attr = build(method, cnn)
-    a = attr(cnn.x, TARGET, key=KEY)
-    b = attr(cnn.x, TARGET, key=KEY)
+    attr, run, _ = compiled(method, cnn)
+    a = run(cnn.x, TARGET, KEY)
+    b = run(cnn.x, TARGET, KEY)
     np.testing.assert_array_equal(a, b)
     if method.stochastic:
         assert method.stochastic == bool(getattr(attr, "stochastic", False))
-        c = attr(cnn.x, TARGET, key=jax.random.key(43))
+        c = run(cnn.x, TARGET, jax.random.key(43))
         assert not np.allclose(a, c), "a different key must give a different result"
         with pytest.raises(ValueError, match="key"):
             attr(cnn.x, TARGET)
     else:
-        np.testing.assert_array_equal(attr(cnn.x, TARGET), a)
+        np.testing.assert_allclose(attr(cnn.x, TARGET), a, **tol(a.dtype))  # eager, no key
 
 
 @pytest.mark.parametrize("method", METHODS, ids=IDS)
 def test_target_none_is_the_predicted_class(method, cnn):
-    attr = build(method, cnn)
-    predicted = jnp.argmax(model_of(method, cnn)(cnn.x), axis=1)
-    np.testing.assert_allclose(attr(cnn.x, key=KEY), attr(cnn.x, predicted, key=KEY), **tol(cnn.x.dtype))
+    attr, run, _ = compiled(method, cnn)
+    predicted = jnp.argmax(model_of(method, cnn)(cnn.x), axis=1).astype(TARGET.dtype)
+    np.testing.assert_allclose(attr(cnn.x, key=KEY), run(cnn.x, predicted, KEY), **tol(cnn.x.dtype))
 
 
 @pytest.mark.parametrize("method", METHODS, ids=IDS)

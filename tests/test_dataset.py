@@ -21,12 +21,16 @@ import time
 from pathlib import Path
 
 import jax
+import jax.numpy as jnp
 import numpy as np
 import pytest
 
 import jaxsal
 from jaxsal._src import dataset as _dataset
 from jaxsal._src import store as _store
+
+# its tests run on one xdist worker, so the module fixture is built once (pyproject: --dist loadgroup)
+pytestmark = pytest.mark.xdist_group("dataset")
 
 ROOT = Path(__file__).resolve().parents[1]
 WORKER = Path(__file__).with_name("_dataset_worker.py")
@@ -478,3 +482,29 @@ def test_cli_errors_are_one_line(cli_env, tmp_path, capsys):
         assert cli_env.main(argv) == 1, argv
         assert words in _one_line(capsys.readouterr().err)
     assert digest(out) == before
+
+
+def _linear(x):
+    return x.reshape(x.shape[0], -1) @ jnp.ones((x[0].size, 2), x.dtype)
+
+
+def test_explain_dataset_refuses_targets_that_would_wrap_in_int32(tmp_path):
+    x = np.zeros((2, 4, 4, 1), np.float32)
+    wraps_to_one = np.array([2**32 + 1, 0], np.int64)  # int32: 1, a valid class of 2
+    with pytest.raises(ValueError, match="targets holds the class index 4294967297"):
+        _dataset.explain_dataset(
+            jaxsal.vanilla_grad(_linear), x, tmp_path / "s.zarr", targets=wraps_to_one, progress=False
+        )
+    assert not (tmp_path / "s.zarr").exists()
+
+
+def test_store_chunk_rows_checks_the_chunk_index(tmp_path):
+    path = str(tmp_path / "s.zarr")
+    meta = {"format": _store.FORMAT, "method": "m", "n": 10, "batch_size": 4, "scores_dtype": "float32"}
+    _store.create_store(path, meta, (2, 2), np.float32, 3)
+    store = _store.open_store(path)
+    assert store.num_chunks == 3
+    assert [store.chunk_rows(c) for c in range(3)] == [slice(0, 4), slice(4, 8), slice(8, 10)]
+    for bad in (-1, 3, 1.0, True):
+        with pytest.raises(ValueError, match="0 <= c < 3"):
+            store.chunk_rows(bad)

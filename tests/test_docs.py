@@ -20,10 +20,14 @@ import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
 
-pytestmark = pytest.mark.skipif(
-    importlib.util.find_spec("mkdocs") is None or importlib.util.find_spec("mkdocstrings_handlers") is None,
-    reason="needs the `docs` extra: pip install -e '.[docs]'",
-)
+pytestmark = [
+    pytest.mark.skipif(
+        importlib.util.find_spec("mkdocs") is None
+        or importlib.util.find_spec("mkdocstrings_handlers") is None,
+        reason="needs the `docs` extra: pip install -e '.[docs]'",
+    ),
+    pytest.mark.xdist_group("docs"),  # one worker builds the site once (pyproject: --dist loadgroup)
+]
 
 # Pages that must exist in the built site.
 PAGES = [

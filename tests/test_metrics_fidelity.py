@@ -123,6 +123,27 @@ def test_fidelity_bad_input():
         infidelity(linear, X, jnp.ones((B, H, W)), key=jax.random.key(0), perturbation="salt")
     with pytest.raises(ValueError, match="patch_size"):
         infidelity(linear, X, jnp.ones((B, H, W)), key=jax.random.key(0), perturbation="square", patch_size=7)
+    with pytest.raises(ValueError, match="patch_size must be an int"):
+        infidelity(
+            linear, X, jnp.ones((B, H, W)), key=jax.random.key(0), perturbation="square", patch_size=2.5
+        )
+    with pytest.raises(ValueError, match="ns must be a sequence of int"):
+        sensitivity_n(linear, X, jnp.ones((B, H, W)), ns=[2.5], key=jax.random.key(0))
+    with pytest.raises(ValueError, match="runs must be >= 1"):
+        draw_subsets(jax.random.key(0), B, 0, 4, H * W)
+    with pytest.raises(ValueError, match="subset size must be an int"):
+        draw_subsets(jax.random.key(0), B, 3, 2.5, H * W)
+
+
+def test_random_logit_checks_target_range_without_scores_fn():
+    # a plain function states no scores_fn: num_classes is the only bound on the target,
+    # and the model's own indexing (WEIGHTS[:, target]) would clamp an out-of-range class
+    with pytest.raises(ValueError, match="out of range for 4 classes"):
+        random_logit(grad_attr, X, jnp.array([0, 1, K]), key=jax.random.key(0), num_classes=K)
+    with pytest.raises(ValueError, match="out of range for 3 classes"):
+        random_logit(grad_attr, X, 3, key=jax.random.key(0), num_classes=3)
+    r = random_logit(grad_attr, X, TARGET, key=jax.random.key(0), num_classes=K)
+    assert np.all((np.asarray(r.other) >= 0) & (np.asarray(r.other) < K))
 
 
 def test_random_logit_against_direct_ssim():

@@ -107,6 +107,8 @@ def test_seeded(model):
         (dict(steps=0), "steps"),
         (dict(measure="mass"), "measure"),
         (dict(bounds=(1.0, 0.0)), "bounds"),
+        (dict(bounds=(0.0,)), "bounds"),
+        (dict(bounds=("low", 1.0)), "bounds"),
     ],
 )
 def test_bad_arguments(model, kwargs, name):

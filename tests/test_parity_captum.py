@@ -24,7 +24,11 @@ from benchmarks import cases, parity  # noqa: E402
 from benchmarks.torch_models import ParityCNN  # noqa: E402
 from benchmarks.weights import conv_to_flax, conv_to_torch, dense_to_flax, dense_to_torch, flax_to_torch  # noqa: E402
 
-pytestmark = [pytest.mark.bench, pytest.mark.filterwarnings("ignore:Setting backward hooks")]
+pytestmark = [
+    pytest.mark.bench,
+    pytest.mark.filterwarnings("ignore:Setting backward hooks"),
+    pytest.mark.xdist_group("captum"),
+]  # module fixtures built once
 
 STEPS = 8  # parity does not depend on the number of IG steps; keep compile and run short
 

@@ -30,7 +30,11 @@ from benchmarks import cases, zennit_shim  # noqa: E402
 from benchmarks import propagation as P  # noqa: E402
 from benchmarks import propagation_models as pm  # noqa: E402
 
-pytestmark = [pytest.mark.bench, pytest.mark.filterwarnings("ignore::UserWarning:zennit")]
+pytestmark = [
+    pytest.mark.bench,
+    pytest.mark.filterwarnings("ignore::UserWarning:zennit"),
+    pytest.mark.xdist_group("zennit"),
+]  # module fixtures built once
 
 TOL64 = 1e-6
 

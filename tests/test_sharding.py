@@ -28,6 +28,9 @@ import pytest
 import jaxsal
 from jaxsal._src.contract import per_example
 
+# its tests run on one xdist worker, so the module fixture is built once (pyproject: --dist loadgroup)
+pytestmark = pytest.mark.xdist_group("sharding")
+
 HERE = os.path.dirname(os.path.abspath(__file__))
 WORKER = os.path.join(HERE, "_sharding_worker.py")
 # One method per mechanism: the plain gradient, a path, a stochastic wrapper, a layer

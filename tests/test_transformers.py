@@ -16,6 +16,7 @@ from jaxsal.models._torch_pickle import ChecksumError
 from jaxsal.models.text import (
     TEXT_A,
     TEXT_B,
+    TEXT_LENGTH,
     TEXT_PAD,
     TEXT_TINY_SHA256,
     TEXT_VOCAB,
@@ -95,7 +96,26 @@ def test_vit_tiny_loads_and_matches_its_stated_accuracy():
     from jaxsal.models.vit import VIT_TINY_ACCURACY, vit_tiny
 
     model, v = vit_tiny()
-    d = synthetic_shapes(1, 200)  # the first 200 of the held-out images
-    acc = float((model.apply(v, d.images).argmax(-1) == d.labels).mean())
-    assert abs(acc - VIT_TINY_ACCURACY) < 0.1
+    d = synthetic_shapes(1, 2000)  # the held-out images, in the training script's batches of 500
+    predict = jax.jit(lambda x: model.apply(v, x).argmax(-1))
+    pred = jnp.concatenate([predict(d.images[i : i + 500]) for i in range(0, 2000, 500)])
+    acc = float((pred == d.labels).mean())
+    # the script's own number; 10 of 2000 images of slack for another CPU's float rounding
+    assert abs(acc - VIT_TINY_ACCURACY) <= 0.005, acc
+    assert VIT_TINY_ACCURACY >= 0.95
     assert sum(a.size for a in jax.tree_util.tree_leaves(v)) == 73124
+
+
+def test_text_model_refuses_out_of_range_ids_and_too_long_sequences():
+    model, v = text_tiny()
+    ids = text_task(0, 2).tokens
+    assert model.apply(v, ids).shape == (2, 2)
+    for bad in (TEXT_VOCAB, -1):
+        with pytest.raises(ValueError, match=f"0 <= id < vocab = {TEXT_VOCAB}"):
+            model.apply(v, ids.at[0, 3].set(bad))
+    with pytest.raises(ValueError, match=f"L <= length = {TEXT_LENGTH}"):
+        model.apply(v, jnp.ones((2, TEXT_LENGTH + 1), jnp.int32))
+    with pytest.raises(ValueError, match=r"\(B, L\) int ids"):
+        model.apply(v, jnp.ones((2, TEXT_LENGTH), jnp.float32).astype(bool))
+    # traced ids cannot be checked, and are not refused
+    assert jax.jit(lambda t: model.apply(v, t))(ids).shape == (2, 2)

@@ -230,13 +230,21 @@ def _check(f, tokens, query, head_fusion) -> Tokens:
     return tokens
 
 
+def _check_query(query: int, t: int) -> None:
+    if query >= t:
+        raise ValueError(f"query={query} but the attention has only T = {t} tokens.")
+
+
 def _query_row(r: Array, query: int) -> Array:
-    if query >= r.shape[-1]:
-        raise ValueError(f"query={query} but the attention has only T = {r.shape[-1]} tokens.")
+    _check_query(query, r.shape[-1])
     return r[:, query]
 
 
-def _forward_method(f, tokens, query, head_fusion, residual, name, combine) -> contract.Attribution:
+def _forward_method(f, tokens, query, head_fusion, residual, name, query_row) -> contract.Attribution:
+    """A class-agnostic attention method: ``query_row(fused, dtype) -> (B, T)`` from the head-fused maps.
+
+    ``fused`` is ``[fuse_h A_1 .. fuse_h A_L]``, each ``(B, T, T)``; ``dtype`` is ``x``'s.
+    """
     tokens = _check(f, tokens, query, head_fusion)
 
     def attr(x, target=None, *, key=None):
@@ -246,8 +254,7 @@ def _forward_method(f, tokens, query, head_fusion, residual, name, combine) -> c
         contract.check_scores(scores, x.shape[0])
         contract.resolve_target(scores, target)  # validated, not used: the map is class-agnostic
         fused = [_fuse(a, head_fusion) for a in maps]
-        row = _query_row(combine(fused), query)
-        return _to_grid(row, tokens, x.dtype)
+        return _to_grid(query_row(fused, x.dtype), tokens, x.dtype)
 
     hyper = dict(tokens=tokens, query=query, head_fusion=head_fusion, residual=residual)
     return contract.Attribution(attr, f, output="layer", name=name, hyper=hyper)
@@ -274,7 +281,9 @@ def raw_attention(
     Raises:
       ValueError (when called): no attention softmax in ``f``; ``tokens`` does not fit ``T``.
     """
-    return _forward_method(f, tokens, query, head_fusion, False, "raw_attention", lambda fused: fused[-1])
+    return _forward_method(
+        f, tokens, query, head_fusion, False, "raw_attention", lambda fused, _: _query_row(fused[-1], query)
+    )
 
 
 def attention_rollout(
@@ -312,7 +321,7 @@ def attention_rollout(
         head_fusion,
         residual,
         "attention_rollout",
-        lambda fused: rollout_matrix(fused, residual=residual),
+        lambda fused, _: _query_row(rollout_matrix(fused, residual=residual), query),
     )
 
 
@@ -387,7 +396,6 @@ def attention_flow(
     Returns:
       ``attr(x, target=None, *, key=None) -> (B, h, w)``. Not class-specific.
     """
-    tokens = _check(f, tokens, query, head_fusion)
     try:
         import scipy.sparse.csgraph  # noqa: F401
     except ImportError:  # pragma: no cover - depends on the environment
@@ -395,24 +403,16 @@ def attention_flow(
             "attention_flow needs SciPy (scipy.sparse.csgraph.maximum_flow): pip install scipy"
         ) from None
 
-    def attr(x, target=None, *, key=None):
-        x = contract.check_input(x)
-        units = _attention_units(f, x)
-        scores, maps = _read(f, x, units, None)
-        contract.check_scores(scores, x.shape[0])
-        contract.resolve_target(scores, target)
-        t = maps[0].shape[-1]
-        if query >= t:
-            raise ValueError(f"query={query} but the attention has only T = {t} tokens.")
-        mats = jnp.stack([_residual(_fuse(a, head_fusion), residual) for a in maps], axis=1)  # (B, L, T, T)
+    def flow_row(fused, dtype):
+        t = fused[0].shape[-1]
+        _check_query(query, t)
+        mats = jnp.stack([_residual(a, residual) for a in fused], axis=1)  # (B, L, T, T)
         mats = jax.lax.stop_gradient(mats)
-        dtype = jnp.float64 if x.dtype == jnp.float64 else jnp.float32
-        out = jax.ShapeDtypeStruct((x.shape[0], t), dtype)
-        row = jax.pure_callback(lambda m: _flow_host(m, query, dtype), out, mats, vmap_method="expand_dims")
-        return _to_grid(row, tokens, x.dtype)
+        host = jnp.float64 if dtype == jnp.float64 else jnp.float32
+        out = jax.ShapeDtypeStruct((mats.shape[0], t), host)
+        return jax.pure_callback(lambda m: _flow_host(m, query, host), out, mats, vmap_method="expand_dims")
 
-    hyper = dict(tokens=tokens, query=query, head_fusion=head_fusion, residual=residual)
-    return contract.Attribution(attr, f, output="layer", name="attention_flow", hyper=hyper)
+    return _forward_method(f, tokens, query, head_fusion, residual, "attention_flow", flow_row)
 
 
 # ----------------------------------------------------------------------------- gradient-weighted rollout

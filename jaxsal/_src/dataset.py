@@ -278,9 +278,6 @@ def model_arrays(attr: contract.Attribution, max_depth: int = 8) -> list[np.ndar
         if dataclasses.is_dataclass(obj):
             for field in dataclasses.fields(obj):
                 visit(getattr(obj, field.name, None), depth + 1)
-            return
-        if isinstance(obj, types.MappingProxyType):
-            visit(dict(obj), depth)
 
     if isinstance(attr, contract.Attribution):
         visit(attr.scores_fn, 0)
@@ -413,6 +410,12 @@ def _targets_spec(targets: Any, n: int, src: Source) -> tuple[str, np.ndarray | 
     if t.shape != (n,):
         raise ValueError(
             f"targets must have shape (N,) = ({n},), one class per example of the source; got shape {t.shape}."
+        )
+    i32 = np.iinfo(np.int32)
+    if t.size and (t.min() < i32.min or t.max() > i32.max):  # would wrap in the int32 cast below
+        bad = t.min() if t.min() < i32.min else t.max()
+        raise ValueError(
+            f"targets holds the class index {int(bad)}, out of range; use 0 <= target < classes."
         )
     t = t.astype(np.int32)
     return "given", t, {"array_sha256": _sha(t)}

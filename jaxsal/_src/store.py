@@ -107,6 +107,7 @@ class Store:
 
     @property
     def num_chunks(self) -> int:
+        """Chunks of ``batch_size`` rows, ``ceil(N / batch_size)`` (the last one may be short)."""
         return -(-len(self) // self.batch_size)
 
     def missing_chunks(self) -> list[int]:
@@ -119,7 +120,9 @@ class Store:
         return bool(np.all(np.asarray(self.done[:]) == 1))
 
     def chunk_rows(self, c: int) -> slice:
-        """The rows of chunk ``c``."""
+        """The rows of chunk ``c``, ``0 <= c < num_chunks``."""
+        if isinstance(c, bool) or not isinstance(c, (int, np.integer)) or not 0 <= c < self.num_chunks:
+            raise ValueError(f"c must be a chunk index, an int with 0 <= c < {self.num_chunks}; got {c!r}.")
         b = self.batch_size
         return slice(c * b, min((c + 1) * b, len(self)))
 

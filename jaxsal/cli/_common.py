@@ -8,11 +8,13 @@ Every command is a user of the public library: it looks methods up in the regist
 from __future__ import annotations
 
 import argparse
+import contextlib
 import inspect
 import os
 import sys
 import tempfile
-from collections.abc import Callable, Iterable, Mapping, Sequence
+import warnings
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from typing import Any
 
 
@@ -152,6 +154,48 @@ def one_line(e: BaseException) -> str:
     return " ".join(str(e).split()) or type(e).__name__
 
 
+class UsageError(ValueError):
+    """Options that do not go together (e.g. bundled photo names with ``--model vit_tiny``).
+
+    The command's handler reports it with :func:`usage_error`: one line and exit status 2,
+    as argparse does for its own usage errors.
+    """
+
+
+def usage_error(command: str, e: UsageError) -> int:
+    """Print ``e`` as ``jaxsal COMMAND: error: ...`` on stderr and return 2 (re-raised with ``JAXSAL_TRACEBACK=1``)."""
+    if os.environ.get("JAXSAL_TRACEBACK"):
+        raise e
+    print(
+        f"jaxsal {command}: error: {one_line(e).rstrip('.')} (see jaxsal {command} --help)", file=sys.stderr
+    )
+    return 2
+
+
+@contextlib.contextmanager
+def one_line_warnings(command: str, who: str) -> Iterator[None]:
+    """Report jaxsal's own warnings raised inside as one line each, ``jaxsal COMMAND: warning: WHO: ...``.
+
+    Library warnings (``UserWarning`` whose message starts with ``"jaxsal:"``, e.g. a
+    ReLU rule on a model without ReLUs) are printed once each on stderr instead of
+    Python's two-line warning with a source line. Other warnings are re-issued
+    unchanged, under the caller's filters.
+    """
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        yield
+    seen: set[str] = set()
+    for w in caught:
+        text = str(w.message)
+        if issubclass(w.category, UserWarning) and text.startswith("jaxsal:"):
+            line = one_line(Warning(text.removeprefix("jaxsal:")))
+            if line not in seen:
+                seen.add(line)
+                print(f"jaxsal {command}: warning: {who}: {line}", file=sys.stderr)
+        else:
+            warnings.warn_explicit(w.message, w.category, w.filename, w.lineno, source=w.source)
+
+
 def progress(iterable: Iterable, desc: str, enabled: bool) -> Iterable:
     """``iterable`` with a tqdm bar on stderr when ``enabled``."""
     if not enabled:
@@ -203,13 +247,19 @@ def hyper_for(method, hyper: Mapping[str, Any]) -> dict[str, Any]:
     return {k: v for k, v in hyper.items() if v is not None and k in params}
 
 
-def model_for(method, module, variables, layer: str | None) -> Any:
-    """What ``method``'s factory takes: the scores function ``f`` or a probe of ``layer``."""
+def model_for(method, module, variables, layer: str | None, tokens: Any = None) -> Any:
+    """What ``method``'s factory takes: the scores function ``f`` or a probe of ``layer``.
+
+    With ``tokens`` (a :class:`jaxsal.Tokens`, for a transformer) the probe presents the
+    token layer as a ``(B, h, w, D)`` map.
+    """
     if method.takes == "probe":
         if layer is None:
             raise ValueError(f"method {method.name!r} needs a layer to probe, but the model names none.")
         import jaxsal.flax
 
+        if tokens is not None:
+            return jaxsal.flax.probe(module, variables, layer, tokens=tokens)
         return jaxsal.flax.probe(module, variables, layer)
     if method.family == "propagation" and getattr(module, "plain_convs", None) is False:
         # The bundled EfficientNet writes depthwise convolutions as shifted slices for speed;
@@ -226,15 +276,20 @@ def build_attr(
     hyper: Mapping[str, Any],
     *,
     size: tuple[int, int] | None = None,
+    tokens: Any = None,
 ) -> Callable:
     """``method`` built on a Flax linen ``module`` with ``variables``.
 
     Only the hyper-parameters the factory names are passed (:func:`hyper_for`). With
     ``size``, maps at a layer's resolution (the CAM family, input methods at a layer)
     are upsampled to ``size`` pixels, so that pixel metrics can compare them with
-    input-shaped ones.
+    input-shaped ones. ``tokens`` (a :class:`jaxsal.Tokens`, for a transformer) is the
+    token layout of ``layer``, given to probes and to every factory that names
+    ``tokens`` (the attention family).
     """
-    attr = method.build(model_for(method, module, variables, layer), **hyper_for(method, hyper))
+    if tokens is not None:
+        hyper = {**hyper, "tokens": tokens}
+    attr = method.build(model_for(method, module, variables, layer, tokens), **hyper_for(method, hyper))
     if size is None or method.output == "input":
         return attr
     import jaxsal

@@ -1,10 +1,17 @@
-"""``jaxsal demo``: every registered method on a pretrained ImageNet classifier.
+"""``jaxsal demo``: every registered method on a pretrained classifier.
 
 Loads EfficientNet-Lite0 (from the ``models`` extra, offline), classifies a few
 photos (scikit-image's and matplotlib's bundled photos by default), computes each
 method's map for the top-1 class of every photo, writes the grid figure and prints
 two tables: the predictions, and the time each method took (compilation and run
 separately).
+
+``--model vit_tiny`` runs the tiny ViT of :func:`jaxsal.models.vit_tiny` on 32-px
+synthetic shapes instead (one of each class by default, drawn from ``--seed``), with
+the methods that suit a GELU transformer: the gradients, Grad-CAM through the patch
+tokens, the attention family and AttnLRP. The shapes' true classes are known, so the
+prediction table says whether each prediction is right. What differs between the
+models is described once, in :mod:`jaxsal.cli._models`.
 
 The method list comes from the registry (:func:`jaxsal.methods`): a method is built
 with ``Method.build(model, **hyper)`` where ``model`` is the scores function ``f`` or
@@ -24,7 +31,6 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
-import functools
 import os
 import sys
 import time
@@ -33,20 +39,14 @@ from typing import Any, TextIO
 
 import numpy as np
 
-from jaxsal.cli import _common
+from jaxsal.cli import _common, _models
+from jaxsal.cli._models import DEFAULT_IMAGES, read_image, sample_images  # noqa: F401 (re-exported)
 
-# The seven methods of the "Pixel Attribution" chapter of Molnar's "Interpretable
-# Machine Learning", in the order of the figure.
-DEFAULT_METHODS: tuple[str, ...] = (
-    "vanilla_grad",
-    "smoothgrad",
-    "deconvnet",
-    "guided_backprop",
-    "integrated_gradients",
-    "grad_cam",
-    "guided_grad_cam",
-)
-DEFAULT_IMAGES: tuple[str, ...] = ("chelsea", "coffee", "astronaut", "rocket", "grace_hopper")
+# EfficientNet-Lite0's defaults: the seven methods of the "Pixel Attribution" chapter of
+# Molnar's "Interpretable Machine Learning", in the order of the figure.
+DEFAULT_METHODS: tuple[str, ...] = _models.EFFICIENTNET_DEMO_METHODS
+#: ``--model vit_tiny``'s defaults (no ReLU-rule methods: the ViT has none).
+VIT_METHODS: tuple[str, ...] = _models.VIT_DEMO_METHODS
 
 # SmoothGrad: n = 50 and noise level 0.15 (sigma = 0.15 (x_max - x_min)) are the
 # paper's recommendations (Smilkov et al. 2017, Sec. 3.2-3.3 and Fig. 3).
@@ -88,6 +88,12 @@ class Prediction:
     class_index: int
     label: str
     probability: float
+    truth: str | None = None  # the true class, where known (synthetic shapes)
+
+    @property
+    def correct(self) -> bool | None:
+        """Whether the top-1 class is the true one; ``None`` when the truth is unknown."""
+        return None if self.truth is None else self.label == self.truth
 
 
 @dataclasses.dataclass
@@ -112,65 +118,15 @@ class DemoResult:
     timings: dict[str, Timing]
     maps: dict[str, np.ndarray]
     wall_s: float
-
-
-# ----------------------------------------------------------------------------- inputs
-
-
-def read_image(path: str | os.PathLike) -> np.ndarray:
-    """Read an image file as uint8 RGB ``(H, W, 3)`` (:func:`jaxsal.models._data.read_image`:
-    CMYK and 16-bit files are converted right).
-
-    Raises:
-      OSError: the file is missing or cannot be decoded, with a one-line message.
-    """
-    from jaxsal.models._data import read_image as _read
-
-    path = os.fspath(path)
-    if not os.path.isfile(path):
-        raise FileNotFoundError(f"image {path!r} does not exist (check the path given to --images).")
-    try:
-        return _read(path)
-    except (TypeError, ValueError) as e:
-        raise OSError(f"cannot read image {path!r} ({_common.one_line(e)}).") from None
-
-
-def _rgb_uint8(img: Any, name: str) -> np.ndarray:
-    """A decoded image or a user's array as uint8 RGB (:func:`jaxsal.models.to_rgb`)."""
-    from jaxsal import models
-
-    img = np.asarray(img)
-    if img.ndim == 4 and img.shape[0] == 1:  # single-frame animations
-        img = img[0]
-    return models.to_rgb(img, np.uint8, name=name)
+    model: str = _models.DEFAULT_MODEL
 
 
 # ----------------------------------------------------------------------------- model
 
 
-@functools.lru_cache(maxsize=1)
-def load_model():
-    """``(module, variables, labels, gradcam_layer)``, loaded once per process."""
-    try:
-        from jaxsal import models
-    except ImportError as e:  # pragma: no cover - depends on the environment
-        raise OSError(f"the demo needs the models extra: pip install 'jaxsal[demo]' ({e}).") from None
-    module, variables = models.efficientnet_lite0(pretrained=True)
-    labels = list(models.imagenet_labels())
-    return module, variables, labels, models.EFFICIENTNET_GRADCAM_LAYER
-
-
-def sample_images(names: Sequence[str] | None = None) -> dict[str, np.ndarray]:
-    """The bundled photos (uint8 RGB), all of them or the named subset."""
-    from jaxsal import models
-
-    photos = models.sample_images()
-    if names is None:
-        names = [n for n in DEFAULT_IMAGES if n in photos] or list(photos)
-    missing = [n for n in names if n not in photos]
-    if missing:
-        raise ValueError(f"unknown sample image(s) {missing}; choose from: {', '.join(photos)}.")
-    return {n: photos[n] for n in names}
+def load_model(model: str = _models.DEFAULT_MODEL):
+    """``(module, variables, labels, gradcam_layer)`` of ``--model``, loaded once per process."""
+    return _models.load(model)
 
 
 def _label(labels: Sequence[str], idx: int) -> str:
@@ -203,22 +159,25 @@ def _classifier(module) -> Callable:
 _COMPILED: dict[tuple, Any] = {}
 
 
-def _compiled(method, module, variables, layer, hyper: Mapping[str, Any], args: tuple) -> tuple[Any, bool]:
+def _compiled(
+    method, module, variables, layer, hyper: Mapping[str, Any], args: tuple, tokens: Any = None
+) -> tuple[Any, bool]:
     """``(executable, cached)`` for ``(variables, x, target, key) -> map``.
 
     The variables are an argument (not constants captured by the trace), so XLA does
-    not constant-fold 4.6 M parameters into the program.
+    not constant-fold 4.6 M parameters into the program. ``tokens``: the token layout
+    of a transformer's ``layer`` (:func:`jaxsal.cli._common.build_attr`).
     """
     import jax
 
     kwargs = _common.hyper_for(method, hyper)
     spec = tuple((getattr(a, "shape", None), str(getattr(a, "dtype", ""))) for a in args[1:])
-    cache_key = (method.name, id(module), layer, tuple(sorted(kwargs.items())), spec)
+    cache_key = (method.name, id(module), layer, tuple(sorted(kwargs.items())), spec, tokens)
     if cache_key in _COMPILED:
         return _COMPILED[cache_key][0], True
 
     def fn(variables, x, target, key):
-        return _common.build_attr(method, module, variables, layer, kwargs)(x, target, key=key)
+        return _common.build_attr(method, module, variables, layer, kwargs, tokens=tokens)(x, target, key=key)
 
     exe = jax.jit(fn).lower(variables, *args[1:]).compile()
     _COMPILED[cache_key] = (exe, module)  # keep the module alive so its id stays unique
@@ -229,10 +188,11 @@ def _compiled(method, module, variables, layer, hyper: Mapping[str, Any], args: 
 
 
 def run(
-    images: Sequence[str | os.PathLike] | Mapping[str, np.ndarray] | None = None,
+    images: Sequence[str | os.PathLike | int] | Mapping[str, np.ndarray] | None = None,
     methods: Sequence[str] | None = None,
     out: str | os.PathLike | None = "jaxsal-demo.png",
     *,
+    model: str = _models.DEFAULT_MODEL,
     samples: Sequence[str] | None = None,
     seed: int = 0,
     smoothgrad_n: int = DEFAULT_SMOOTHGRAD_N,
@@ -247,32 +207,43 @@ def run(
     """Run the demo and return its figure, layout, predictions and timings.
 
     Args:
-      images: file paths, or ``{name: uint8 (H, W, 3) array}``.
-      samples: names of bundled photos (chelsea, coffee, astronaut, rocket,
-        grace_hopper), shown before ``images``. If both are ``None``: all five.
-      methods: registry names; ``None`` the seven of :data:`DEFAULT_METHODS`, ``["all"]`` every
-        registered method.
+      images: file paths, or ``{name: uint8 (H, W, 3) array}``. With
+        ``model="vit_tiny"`` integers (or their strings) are indices into the
+        synthetic shapes pool (:func:`jaxsal.cli._models.shapes_pool`), and files and
+        arrays are resized and cropped to 32 px.
+      methods: registry names; ``None`` the model's defaults (:data:`DEFAULT_METHODS`,
+        the seven of Molnar's chapter, for EfficientNet-Lite0; :data:`VIT_METHODS` for
+        the ViT), ``["all"]`` every registered method.
       out: where to write the figure, or ``None`` not to write it. Checked before
         anything is computed (format, folder, permission); a name without an
         extension gets ``.png``. Written to a temporary name, then renamed.
+      model: ``"efficientnet_lite0"`` (ImageNet photos) or ``"vit_tiny"`` (32-px
+        synthetic shapes, default one of each class), see :mod:`jaxsal.cli._models`.
+      samples: names of bundled photos (chelsea, coffee, astronaut, rocket,
+        grace_hopper), shown before ``images``. If both are ``None``: all five.
+        EfficientNet-Lite0 only.
       seed: seed of the PRNG key ``jax.random.key(seed)`` given to stochastic methods,
-        in ``[0, 2**32)``.
+        in ``[0, 2**32)``; for the ViT also the seed of the synthetic shapes.
       smoothgrad_n, noise_level: SmoothGrad's sample count and ``sigma / (x_max - x_min)``.
       ig_steps: Integrated Gradients' quadrature steps.
       max_rows: at most this many images (rows) go through the model per call: the
         ``batch_size`` of every method that takes one (a memory bound, ~60 MB per
         image); 0 for no bound.
       percentile: clipping percentile of the displayed maps.
+      dpi: resolution of the written figure.
       progress: show a progress bar on stderr.
       stream: where the tables go (default ``sys.stdout``).
 
     Raises:
-      ValueError: unknown method or bad hyper-parameter. OSError: unreadable image.
+      ValueError: unknown method or model, bad hyper-parameter
+        (:class:`jaxsal.cli._common.UsageError` for images the model does not take).
+      OSError: unreadable image.
     """
     t_start = time.perf_counter()
     stream = sys.stdout if stream is None else stream
     # Validate everything cheap before loading the model or importing JAX-heavy code.
-    names = _common.resolve_methods(methods, DEFAULT_METHODS)
+    spec = _models.get(model)
+    names = _common.resolve_methods(methods, spec.demo_methods)
     if not names:
         raise ValueError("no methods to run; pass --methods with at least one registered name.")
     if isinstance(seed, bool) or not isinstance(seed, int) or not 0 <= seed < _common.SEED_LIMIT:
@@ -280,34 +251,19 @@ def run(
             f"seed must be an integer in [0, 2**32); got {seed!r} (larger seeds alias smaller ones)."
         )
     out_path, out_format = (None, None) if out is None else _common.output_path(out)
-    if samples is not None:
-        unknown = [n for n in samples if n not in DEFAULT_IMAGES]
-        if unknown or not samples:
-            raise ValueError(f"unknown sample image(s) {unknown}; choose from: {', '.join(DEFAULT_IMAGES)}.")
-    files: dict[str, np.ndarray] = {}
-    if isinstance(images, Mapping):
-        files = {k: _rgb_uint8(v, k) for k, v in images.items()}
-    elif images is not None:
-        for p in images:
-            stem = os.path.splitext(os.path.basename(os.fspath(p)))[0]
-            key = stem if stem not in files else f"{stem}_{len(files)}"
-            files[key] = read_image(p)
-        if not files:
-            raise ValueError("--images needs at least one file.")
+    inputs = spec.demo_inputs(images, samples, seed)
     import jax
     import jax.numpy as jnp
     from tqdm.auto import tqdm
 
     import jaxsal
-    from jaxsal import models, viz
+    from jaxsal import viz
 
     bar = tqdm(total=2 + len(names), disable=not progress, desc="jaxsal demo", unit="step", file=sys.stderr)
     try:
         bar.set_postfix_str("loading model")
-        module, variables, labels, layer = load_model()
-        photos = {} if (samples is None and files) else sample_images(samples)
-        photos.update({k if k not in photos else f"{k} (file)": v for k, v in files.items()})
-        x = jnp.concatenate([jnp.asarray(models.preprocess(img)) for img in photos.values()])
+        module, variables, labels, layer = load_model(spec.name)
+        x = inputs.x
         bar.update(1)
 
         bar.set_postfix_str("classifying")
@@ -315,8 +271,14 @@ def run(
         probs = np.asarray(probs)
         top = probs.argmax(axis=1)
         predictions = [
-            Prediction(name, int(c), _label(labels, int(c)), float(probs[i, c]))
-            for i, (name, c) in enumerate(zip(photos, top, strict=True))
+            Prediction(
+                name,
+                int(c),
+                _label(labels, int(c)),
+                float(probs[i, c]),
+                None if t is None else _label(labels, t),
+            )
+            for i, (name, c, t) in enumerate(zip(inputs.names, top, inputs.truth, strict=True))
         ]
         target = jnp.asarray(top, dtype=jnp.int32)
         key = jax.random.key(seed)
@@ -337,9 +299,10 @@ def run(
             bar.set_postfix_str(name)
             t0 = time.perf_counter()
             method_hyper = {**hyper, **METHOD_HYPER.get(name, {})}
-            compiled, cached = _compiled(
-                method, module, variables, layer, method_hyper, (variables, x, target, key)
-            )
+            with _common.one_line_warnings("demo", name):
+                compiled, cached = _compiled(
+                    method, module, variables, layer, method_hyper, (variables, x, target, key), spec.tokens
+                )
             t1 = time.perf_counter()
             m = jax.block_until_ready(compiled(variables, x, target, key))
             t2 = time.perf_counter()
@@ -352,8 +315,8 @@ def run(
     finally:
         bar.close()
 
-    row_labels = [f"{p.label} p={p.probability:.2f}" for p in predictions]
-    fig = viz.grid(models.deprocess(x), maps, row_labels, kinds=kinds, percentile=percentile)
+    row_labels = [_row_label(p) for p in predictions]
+    fig = viz.grid(spec.deprocess(x), maps, row_labels, kinds=kinds, percentile=percentile)
     if out_path is not None:
         _common.write_atomically(out_path, lambda tmp: fig.savefig(tmp, dpi=dpi, format=out_format))
     wall = time.perf_counter() - t_start
@@ -368,9 +331,18 @@ def run(
         timings=timings,
         maps=maps,
         wall_s=wall,
+        model=spec.name,
     )
     print_report(result, titles, stream)
     return result
+
+
+def _row_label(p: Prediction) -> str:
+    """The title above an image: the top-1 class and its probability (and the truth, where known)."""
+    label = f"{p.label} p={p.probability:.2f}"
+    if p.truth is None:
+        return label
+    return f"{label}\ntrue {p.truth} {'✓' if p.correct else '✗'}"
 
 
 def _note(method, module, variables, x, target, m) -> str:
@@ -396,12 +368,30 @@ def _note(method, module, variables, x, target, m) -> str:
 
 
 def print_report(result: DemoResult, titles: Mapping[str, str], stream: TextIO) -> None:
-    """The predictions table and the per-method timing table."""
+    """The predictions table and the per-method timing table.
+
+    Where the true classes are known (synthetic shapes), the predictions table has a
+    ``true class`` and a ``correct`` column, and a line with the accuracy.
+    """
     w = max([len("image")] + [len(p.image) for p in result.predictions])
     lw = max([len("top-1 class")] + [len(p.label) for p in result.predictions])
-    print(f"{'image':<{w}}  {'top-1 class':<{lw}}  {'p':>5}", file=stream)
-    for p in result.predictions:
-        print(f"{p.image:<{w}}  {p.label:<{lw}}  {p.probability:5.2f}", file=stream)
+    known = [p for p in result.predictions if p.truth is not None]
+    if not known:
+        print(f"{'image':<{w}}  {'top-1 class':<{lw}}  {'p':>5}", file=stream)
+        for p in result.predictions:
+            print(f"{p.image:<{w}}  {p.label:<{lw}}  {p.probability:5.2f}", file=stream)
+    else:
+        tw = max([len("true class")] + [len(p.truth or "?") for p in result.predictions])
+        head = f"{'image':<{w}}  {'true class':<{tw}}  {'top-1 class':<{lw}}  {'p':>5}  correct"
+        print(head, file=stream)
+        for p in result.predictions:
+            ok = {True: "yes", False: "NO", None: "?"}[p.correct]
+            print(
+                f"{p.image:<{w}}  {p.truth or '?':<{tw}}  {p.label:<{lw}}  {p.probability:5.2f}  {ok}",
+                file=stream,
+            )
+        right = sum(bool(p.correct) for p in known)
+        print(f"{right} of {len(known)} correct", file=stream)
     print(file=stream)
     mw = max([len("method")] + [len(titles[n]) for n in result.timings])
     print(f"{'method':<{mw}}  {'compile s':>9}  {'run s':>7}", file=stream)
@@ -430,6 +420,8 @@ def _method_list() -> str:
     for name, m in ms.items():
         mark = "*" if name in DEFAULT_METHODS else " "
         lines.append(f" {mark}{name:<{width}}  {m.title} ({m.paper})")
+    vit = ", ".join(n for n in VIT_METHODS if n in ms)
+    lines.append(f"\ndefault with --model vit_tiny: {vit}")
     return "\n".join(lines)
 
 
@@ -437,31 +429,44 @@ def add_subcommands(subparsers) -> None:
     """Add ``demo`` to the ``jaxsal`` command line."""
     p = subparsers.add_parser(
         "demo",
-        help="saliency maps of EfficientNet-Lite0 on bundled photos, saved as a grid PNG",
+        help="saliency maps of EfficientNet-Lite0 on bundled photos (or a tiny ViT on shapes), saved as a grid PNG",
         description=(
             "Classify photos with a pretrained EfficientNet-Lite0 (offline) and draw every "
-            "method's map of the top-1 class: one row per photo, one column per method."
+            "method's map of the top-1 class: one row per photo, one column per method.\n"
+            "With --model vit_tiny: the tiny ViT on 32-px synthetic shapes (true classes known), "
+            "with the gradient, attention and AttnLRP methods."
         ),
         epilog="registered methods (* = run by default):\n" + _method_list(),
         formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    p.add_argument(
+        "--model",
+        choices=_models.MODEL_NAMES,
+        default=_models.DEFAULT_MODEL,
+        help="efficientnet_lite0: ImageNet photos (default); vit_tiny: the tiny ViT on 32-px synthetic "
+        "shapes, one of each class drawn from --seed unless --images is given",
     )
     p.add_argument(
         "--images",
         nargs="+",
         metavar="PATH",
         help="image files to explain (JPEG, PNG, ...); default: the bundled photos "
-        + ", ".join(DEFAULT_IMAGES),
+        + ", ".join(DEFAULT_IMAGES)
+        + f". With --model vit_tiny: integers are indices 0-{_models.SHAPES_POOL - 1} into the synthetic "
+        "shapes drawn from --seed, other values image files (resized and cropped to 32 px)",
     )
     p.add_argument(
         "--samples",
         metavar="NAME,NAME",
-        help="bundled photos to use, comma-separated (default: all five, unless --images is given)",
+        help="bundled photos to use, comma-separated (default: all five, unless --images is given); "
+        "efficientnet_lite0 only",
     )
     p.add_argument(
         "--methods",
         action="append",
         metavar="M1,M2",
-        help="registry names, comma-separated or repeated, or 'all'; default: the starred ones",
+        help="registry names, comma-separated or repeated, or 'all'; default: the starred ones "
+        "(with --model vit_tiny: the list at the end)",
     )
     p.add_argument(
         "--out",
@@ -473,7 +478,8 @@ def add_subcommands(subparsers) -> None:
         "--seed",
         type=_common.seed,
         default=0,
-        help="seed of the SmoothGrad key jax.random.key(SEED), in [0, 2**32) (default: 0)",
+        help="seed of the SmoothGrad key jax.random.key(SEED), in [0, 2**32), and with --model vit_tiny "
+        "of the synthetic shapes (default: 0)",
     )
     p.add_argument(
         "--smoothgrad-n",
@@ -515,17 +521,21 @@ def _run_demo(args: argparse.Namespace) -> int:
     if not 0 <= args.percentile <= 100:
         raise ValueError(f"--percentile must be in [0, 100]; got {args.percentile}.")
     _common.enable_compile_cache(disabled=getattr(args, "no_compile_cache", False))
-    run(
-        images=args.images,
-        samples=samples,
-        methods=methods,
-        out=args.out,
-        seed=args.seed,
-        smoothgrad_n=args.smoothgrad_n,
-        noise_level=args.noise_level,
-        ig_steps=args.ig_steps,
-        percentile=args.percentile,
-        dpi=args.dpi,
-        progress=not args.no_progress,
-    )
+    try:
+        run(
+            images=args.images,
+            samples=samples,
+            methods=methods,
+            out=args.out,
+            seed=args.seed,
+            smoothgrad_n=args.smoothgrad_n,
+            noise_level=args.noise_level,
+            ig_steps=args.ig_steps,
+            percentile=args.percentile,
+            dpi=args.dpi,
+            progress=not args.no_progress,
+            model=getattr(args, "model", _models.DEFAULT_MODEL),
+        )
+    except _common.UsageError as e:
+        return _common.usage_error("demo", e)
     return 0

@@ -5,6 +5,12 @@ and the bundled photos, for each method: prints the table of rank correlations,
 SSIM and HOG similarity, and writes the figure (rows: methods, columns: randomisation
 depth, :func:`jaxsal.viz.randomization_grid`) and the rank-correlation curves
 (:func:`jaxsal.viz.randomization_curves`).
+
+``--model vit_tiny`` runs it on the tiny ViT (:func:`jaxsal.models.vit_tiny`) and 32-px
+synthetic shapes (one of each class, drawn from ``--seed``), randomising ``stem``,
+``patch_embed``, ``block0`` .. ``block2``, ``norm`` and ``head`` from the top down, with
+the ViT's demo methods (:data:`jaxsal.cli._models.VIT_SANITY_METHODS`). The models are
+described in :mod:`jaxsal.cli._models`.
 """
 
 from __future__ import annotations
@@ -17,18 +23,12 @@ import time
 from collections.abc import Sequence
 from typing import Any
 
-from jaxsal.cli import _common
+from jaxsal.cli import _common, _models
 
-SANITY_METHODS = (
-    "vanilla_grad",
-    "guided_backprop",
-    "grad_cam",
-    "integrated_gradients",
-    "smoothgrad",
-    "lrp",
-    "lrp_alpha2_beta1",
-    "deeplift",
-)
+#: EfficientNet-Lite0's default methods.
+SANITY_METHODS = _models.EFFICIENTNET_SANITY_METHODS
+#: ``--model vit_tiny``'s default methods.
+VIT_SANITY_METHODS = _models.VIT_SANITY_METHODS
 
 
 # ----------------------------------------------------------------------------- sanity
@@ -36,6 +36,7 @@ SANITY_METHODS = (
 
 def run_sanity(
     *,
+    model: str = _models.DEFAULT_MODEL,
     methods: Sequence[str] | None = None,
     images: Sequence[str] | None = None,
     depth: int = 1,
@@ -50,26 +51,27 @@ def run_sanity(
     progress: bool = True,
     stream=None,
 ) -> dict[str, Any]:
-    """Cascading randomisation of EfficientNet-Lite0 for each method; returns ``{method: RandomizationResult}``."""
+    """Cascading randomisation of ``model`` for each method; returns ``{method: RandomizationResult}``.
+
+    ``model``: ``"efficientnet_lite0"`` (``images`` are bundled photo names, default
+    chelsea and coffee) or ``"vit_tiny"`` (``images`` are indices into the synthetic
+    shapes drawn from ``seed``, or image files; default one of each class), see
+    :mod:`jaxsal.cli._models`. ``methods``: registry names, default the model's
+    (:data:`SANITY_METHODS`, :data:`VIT_SANITY_METHODS`).
+    """
     import jax
-    import jax.numpy as jnp
 
     import jaxsal
-    from jaxsal import models
     from jaxsal.metrics import layer_names, model_parameter_randomization
 
     stream = stream or sys.stdout
+    spec = _models.get(model)
     if out:  # checked before anything is computed
         out, _ = _common.output_path(out)
         _common.output_path(_curves_path(out))
-    chosen = {n: jaxsal.get_method(n) for n in _common.resolve_methods(methods, SANITY_METHODS)}
-    photos = models.sample_images()
-    names = list(images or ["chelsea", "coffee"])
-    unknown = [n for n in names if n not in photos]
-    if unknown:
-        raise ValueError(f"unknown image(s) {unknown}; bundled photos: {', '.join(photos)}.")
-    module, variables = models.efficientnet_lite0()
-    x = jnp.concatenate([jnp.asarray(models.preprocess(photos[n])) for n in names])
+    chosen = {n: jaxsal.get_method(n) for n in _common.resolve_methods(methods, spec.sanity_methods)}
+    x = spec.sanity_inputs(images, seed).x
+    module, variables, _, cam_layer = _models.load(spec.name)
     available = layer_names(variables, module=module, x=x[:1], depth=depth)
     order = list(layers) if layers else available
     hyper = {"n": smoothgrad_n, "steps": ig_steps, "noise_level": 0.15}
@@ -80,26 +82,28 @@ def run_sanity(
             _common.build_attr,
             chosen[name],
             module,
-            layer=models.EFFICIENTNET_GRADCAM_LAYER,
+            layer=cam_layer,
             hyper=hyper,
             size=x.shape[1:3],
+            tokens=spec.tokens,
         )
-        results[name] = model_parameter_randomization(
-            make,
-            variables,
-            x,
-            key=jax.random.key(seed),
-            module=module,
-            order=order,
-            mode=mode,
-            init=init,
-            hog=hog,
-            progress=progress,
-        )
+        with _common.one_line_warnings("sanity", name):
+            results[name] = model_parameter_randomization(
+                make,
+                variables,
+                x,
+                key=jax.random.key(seed),
+                module=module,
+                order=order,
+                mode=mode,
+                init=init,
+                hog=hog,
+                progress=progress,
+            )
         print(f"  {name}: {time.perf_counter() - t0:.0f} s", file=sys.stderr)
     _print_sanity_table(results, stream)
     if out:
-        write_sanity_figure(results, models.deprocess(x), out)
+        write_sanity_figure(results, spec.deprocess(x), out)
         print(f"wrote {out} and {_curves_path(out)}", file=stream)
     return results
 
@@ -156,20 +160,38 @@ def add_subcommands(subparsers) -> None:
     """Add ``sanity`` to the ``jaxsal`` command line."""
     p = subparsers.add_parser(
         "sanity",
-        help="model-parameter randomisation sanity check (Adebayo et al. 2018) on EfficientNet-Lite0",
+        help="model-parameter randomisation sanity check (Adebayo et al. 2018) on EfficientNet-Lite0 "
+        "(or a tiny ViT)",
         description=(
             "Randomise EfficientNet-Lite0's layers from the top down (cascading) and measure how much "
             "each method's maps change (rank correlation, SSIM, HOG). Methods that barely change "
-            "are insensitive to the model."
+            "are insensitive to the model. With --model vit_tiny: the tiny ViT on 32-px synthetic shapes."
         ),
+    )
+    p.add_argument(
+        "--model",
+        choices=_models.MODEL_NAMES,
+        default=_models.DEFAULT_MODEL,
+        help="efficientnet_lite0: bundled ImageNet photos (default); vit_tiny: the tiny ViT on 32-px "
+        "synthetic shapes, one of each class drawn from --seed unless --images is given",
     )
     p.add_argument(
         "--methods",
         nargs="+",
         metavar="NAME",
-        help="registry names (default: " + ", ".join(SANITY_METHODS) + ")",
+        help="registry names (default: "
+        + ", ".join(SANITY_METHODS)
+        + "; with --model vit_tiny: "
+        + ", ".join(VIT_SANITY_METHODS)
+        + ")",
     )
-    p.add_argument("--images", nargs="+", metavar="NAME", help="bundled photos (default: chelsea coffee)")
+    p.add_argument(
+        "--images",
+        nargs="+",
+        metavar="NAME",
+        help="bundled photos (default: chelsea coffee); with --model vit_tiny: indices "
+        f"0-{_models.SHAPES_POOL - 1} into the synthetic shapes drawn from --seed, or image files",
+    )
     p.add_argument(
         "--depth",
         type=_common.int_at_least(1),
@@ -207,18 +229,22 @@ def add_subcommands(subparsers) -> None:
 
 
 def _sanity(args: argparse.Namespace) -> int:
-    run_sanity(
-        methods=_common.split_list(args.methods, "--methods"),
-        images=_common.split_list(args.images, "--images"),
-        depth=args.depth,
-        layers=_common.split_list(args.layers, "--layers"),
-        mode=args.mode,
-        init=args.init,
-        seed=args.seed,
-        smoothgrad_n=args.smoothgrad_n,
-        ig_steps=args.ig_steps,
-        out=args.out or None,
-        hog=not args.no_hog,
-        progress=not args.no_progress,
-    )
+    try:
+        run_sanity(
+            model=getattr(args, "model", _models.DEFAULT_MODEL),
+            methods=_common.split_list(args.methods, "--methods"),
+            images=_common.split_list(args.images, "--images"),
+            depth=args.depth,
+            layers=_common.split_list(args.layers, "--layers"),
+            mode=args.mode,
+            init=args.init,
+            seed=args.seed,
+            smoothgrad_n=args.smoothgrad_n,
+            ig_steps=args.ig_steps,
+            out=args.out or None,
+            hog=not args.no_hog,
+            progress=not args.no_progress,
+        )
+    except _common.UsageError as e:
+        return _common.usage_error("sanity", e)
     return 0

@@ -37,7 +37,13 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from jaxsal._src.contract import as_attribution, check_key, check_positive_int, resolve_target_at
+from jaxsal._src.contract import (
+    as_attribution,
+    check_key,
+    check_positive_int,
+    check_target,
+    resolve_target_at,
+)
 from jaxsal.metrics._common import as_array, check_image_batch
 from jaxsal.metrics.faithfulness import Baseline, Score, _pixel_map, _resolve, _score_fn, make_baseline
 from jaxsal.metrics.randomization import RandomizationResult, layer_names, model_parameter_randomization
@@ -139,9 +145,14 @@ def draw_subsets(key: Array, batch: int, runs: int, size: int, pixels: int) -> A
     Returns:
       An int32 array of shape ``(batch, runs, size)``.
     """
-    if not 1 <= size <= pixels:
-        raise ValueError(f"subset size must be between 1 and the number of pixels {pixels}; got {size}.")
-    return _draw(key, int(batch), int(runs), int(size), int(pixels))
+    batch = check_positive_int(batch, "batch")
+    runs = check_positive_int(runs, "runs")
+    pixels = check_positive_int(pixels, "pixels")
+    if isinstance(size, bool) or not isinstance(size, (int, np.integer)) or not 1 <= size <= pixels:
+        raise ValueError(
+            f"subset size must be an int between 1 and the number of pixels {pixels}; got {size!r}."
+        )
+    return _draw(key, batch, runs, int(size), pixels)
 
 
 @partial(jax.jit, static_argnums=(1, 2, 3, 4))
@@ -283,7 +294,10 @@ def sensitivity_n(
     key = check_key(key, "sensitivity_n")
     samples = check_positive_int(samples, "samples")
     b, h, w, _ = x.shape
-    ns = [int(n) for n in ns]
+    sizes = np.asarray(ns)
+    if sizes.ndim != 1 or not np.issubdtype(sizes.dtype, np.integer):
+        raise ValueError(f"ns must be a sequence of int subset sizes (pixels); got {ns!r}.")
+    ns = [int(n) for n in sizes]
     if not ns or any(not 1 <= n <= h * w for n in ns):
         raise ValueError(f"ns must be subset sizes between 1 and H * W = {h * w}; got {ns}.")
     target = _resolve(f, x, target)
@@ -358,8 +372,14 @@ def infidelity(
     b, h, w, _ = x.shape
     if perturbation == "gaussian" and not noise_level > 0:
         raise ValueError(f"noise_level must be > 0 (std in input units); got {noise_level}.")
-    if perturbation == "square" and not 1 <= patch_size <= min(h, w):
-        raise ValueError(f"patch_size must be between 1 and min(H, W) = {min(h, w)}; got {patch_size}.")
+    if perturbation == "square" and (
+        isinstance(patch_size, bool)
+        or not isinstance(patch_size, (int, np.integer))
+        or not 1 <= patch_size <= min(h, w)
+    ):
+        raise ValueError(
+            f"patch_size must be an int between 1 and min(H, W) = {min(h, w)}; got {patch_size!r}."
+        )
     target = _resolve(f, x, target)
     phi = attribution(x, target, key=key) if callable(attribution) else as_array(attribution, "attribution")
     if tuple(phi.shape) not in (tuple(x.shape), tuple(x.shape[:3])):
@@ -440,6 +460,7 @@ def random_logit(
     target = resolve_target_at(attr.scores_fn, x, target, who="random_logit")
     if target is None or callable(target):
         raise ValueError("random_logit needs integer class targets; pass target= as an int or (B,) array.")
+    check_target(target, x.shape[0], num_classes)  # 0 <= target < num_classes (also without scores_fn)
     target = jnp.broadcast_to(jnp.asarray(target), (x.shape[0],))
     shift = jax.random.randint(jax.random.fold_in(key, 0), target.shape, 1, num_classes)
     other = (target + shift) % num_classes

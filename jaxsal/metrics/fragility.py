@@ -244,7 +244,10 @@ def fragility_attack(
         raise ValueError(f"measure must be 'topk' or 'center_of_mass'; got {measure!r}.")
     alpha = eps / 8 if step_size is None else _check_positive(step_size, "step_size")
     if bounds is not None:
-        lo, hi = (float(b) for b in bounds)
+        try:
+            lo, hi = (float(b) for b in bounds)
+        except (TypeError, ValueError):  # not two numbers
+            raise ValueError(f"bounds must be (low, high), two numbers, or None; got {bounds!r}.") from None
         if not lo < hi:
             raise ValueError(f"bounds must be (low, high) with low < high; got {bounds!r}.")
     contract.check_key(key, "fragility_attack")

@@ -23,7 +23,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from jaxsal.datasets import _as_key
-from jaxsal.models.vit import Block, LayerNorm
+from jaxsal.models.vit import _cls_encoder
 
 Array = jax.Array
 
@@ -118,6 +118,16 @@ class TokenEmbed(nn.Module):
                     f"Use jax.nn.one_hot(ids, {self.vocab})."
                 )
             return tokens @ table.astype(tokens.dtype)
+        if tokens.ndim != 2 or not jnp.issubdtype(tokens.dtype, jnp.integer):
+            raise ValueError(
+                f"tokens must be (B, L) int ids; got shape {tuple(tokens.shape)}, dtype {tokens.dtype}."
+            )
+        if not isinstance(tokens, jax.core.Tracer):  # jnp.take would silently fill out-of-range ids with NaN
+            ids = np.asarray(tokens)
+            if ids.size and (ids.min() < 0 or ids.max() >= self.vocab):
+                raise ValueError(
+                    f"tokens must be ids 0 <= id < vocab = {self.vocab}; got ids from {ids.min()} to {ids.max()}."
+                )
         return jnp.take(table, tokens, axis=0)
 
 
@@ -145,15 +155,13 @@ class TextTransformer(nn.Module):
     @nn.compact
     def __call__(self, tokens: Array) -> Array:
         """``(B, L)`` int ids, or one-hot floats ``(B, L, vocab)``, to ``(B, num_classes)`` logits."""
+        if tokens.ndim < 2 or tokens.shape[1] > self.length:
+            raise ValueError(
+                f"tokens must be (B, L) ids or (B, L, {self.vocab}) one-hot rows with L <= length = {self.length}; "
+                f"got shape {tuple(tokens.shape)}."
+            )
         x = TokenEmbed(self.vocab, self.dim, name="embed")(tokens)
-        b, t, d = x.shape
-        cls = self.param("cls", nn.initializers.normal(0.02), (1, 1, d)).astype(x.dtype)
-        pos = self.param("pos", nn.initializers.normal(0.02), (1, 1 + self.length, d)).astype(x.dtype)
-        x = jnp.concatenate([jnp.broadcast_to(cls, (b, 1, d)), x], axis=1) + pos[:, : 1 + t]
-        for i in range(self.depth):
-            x = Block(self.heads, self.mlp_dim, name=f"block{i}")(x)
-        x = LayerNorm(name="norm")(x)
-        return nn.Dense(self.num_classes, name="head")(x[:, 0])
+        return _cls_encoder(self, x, 1 + self.length)
 
 
 def text_tiny() -> tuple[TextTransformer, dict]:

@@ -1,7 +1,10 @@
 """Train the committed transformers: ``python -m jaxsal.models.train_transformers {vit,text}``.
 
-* ``vit``: :class:`jaxsal.models.vit.ViT` on 20 000 images of
-  ``synthetic_shapes(key=0)`` (32 px), held-out accuracy on 2000 images of ``key=1``;
+* ``vit``: :class:`jaxsal.models.vit.ViT` on a stream of fresh shapes (32 px): every
+  step draws its batch with the generator of :func:`jaxsal.datasets.synthetic_shapes`
+  from the step's key, so the model never sees an image twice (a fixed set of 20 000
+  overfitted: training loss 0.02, held-out accuracy 0.91 after 3000 steps). Held-out
+  accuracy on 2000 images of ``synthetic_shapes(key=1)``;
 * ``text``: :class:`jaxsal.models.text.TextTransformer` on 20 000 sequences of
   ``text_task(key=0)``, held out on 2000 of ``key=1``.
 
@@ -23,7 +26,7 @@ import numpy as np
 from jaxsal.models._npz import WEIGHTS_DIR, save_params
 
 CONFIGS = {
-    "vit": dict(steps=1000, batch=128, lr=2e-3, weight_decay=0.05, n_train=20000),
+    "vit": dict(steps=4000, batch=128, lr=2e-3, weight_decay=0.05, n_train=0),  # n_train=0: fresh data
     "text": dict(steps=1500, batch=64, lr=2e-3, weight_decay=0.01, n_train=20000),
 }
 
@@ -33,7 +36,10 @@ def _data(which: str, n_train: int):
         from jaxsal.datasets import synthetic_shapes
         from jaxsal.models.vit import ViT
 
-        tr, te = synthetic_shapes(0, n_train), synthetic_shapes(1, 2000)
+        te = synthetic_shapes(1, 2000)
+        if n_train == 0:  # a stream: the batch is drawn in the step (see train)
+            return ViT(), (te.images[:2], None), (te.images, te.labels)
+        tr = synthetic_shapes(0, n_train)
         return ViT(), (tr.images, tr.labels), (te.images, te.labels)
     from jaxsal.models.text import TextTransformer, text_task
 
@@ -63,10 +69,18 @@ def train(which: str, *, steps: int | None = None, seed: int = 0, log_every: int
         logits = module.apply({"params": p}, xb)
         return optax.softmax_cross_entropy_with_integer_labels(logits, yb).mean()
 
+    def batch(k):
+        if ys is None:  # fresh shapes from the step's key
+            from jaxsal.datasets import _one
+
+            images, _, labels = jax.vmap(lambda kk: _one(kk, xs.shape[1]))(jax.random.split(k, cfg["batch"]))
+            return images, labels
+        idx = jax.random.randint(k, (cfg["batch"],), 0, xs.shape[0])
+        return xs[idx], ys[idx]
+
     @jax.jit
     def step(p, s, k):
-        idx = jax.random.randint(k, (cfg["batch"],), 0, xs.shape[0])
-        loss, g = jax.value_and_grad(loss_fn)(p, xs[idx], ys[idx])
+        loss, g = jax.value_and_grad(loss_fn)(p, *batch(k))
         with jax.numpy_dtype_promotion("standard"):
             upd, s = tx.update(g, s, p)
             return optax.apply_updates(p, upd), s, loss
