@@ -3,7 +3,7 @@
 Run by ``tests/test_sharding.py`` in a fresh process (the device count must be set
 before JAX starts): ``XLA_FLAGS=--xla_force_host_platform_device_count=8 python
 tests/_sharding_worker.py [method ...]``. For each method and each setting it prints
-one JSON line ``{"method", "setting", "ok", "rel_err", "spec", "error"}``:
+one JSON line ``{"method", "setting", "ok", "rel_err", "spec", "sharded", "error"}``:
 
 * ``auto``: ``jax.jit`` on a batch ``device_put`` over an Auto mesh axis;
 * ``explicit``: the same under ``jax.set_mesh`` with an Explicit mesh axis;
@@ -13,8 +13,9 @@ one JSON line ``{"method", "setting", "ok", "rel_err", "spec", "error"}``:
 * ``shard_map_plain`` (stochastic methods whose draws do not depend on the batch):
   the plain ``attr`` inside ``shard_map`` against the plain unsharded call.
 
-``ok`` means: equal to the unsharded result within ``RTOL`` of its largest magnitude,
-and the output sharded along the batch axis ``"b"``.
+``sharded``: the output has the reference's shape and is sharded along the batch axis
+``"b"``; ``ok``: that, and equal to the unsharded result within ``RTOL`` of its largest
+magnitude (tests/test_sharding.py applies its own per-method tolerance to ``rel_err``).
 """
 
 from __future__ import annotations
@@ -61,7 +62,7 @@ def main(names: list[str]) -> None:
     x = jax.random.normal(jax.random.key(1), (B, 8, 8, 3))
     variables = module.init(jax.random.key(0), x)
     cnn = type("CNN", (), {})()
-    cnn.module, cnn.variables, cnn.layer = module, variables, "features"
+    cnn.module, cnn.variables, cnn.layer, cnn.x = module, variables, "features", x
     cnn.f = lambda inp: module.apply(variables, inp)
     t = jnp.arange(B, dtype=jnp.int32) % 5
 
@@ -117,6 +118,7 @@ def run_method(m, cnn, x, t, auto, explicit):
             "ok": False,
             "rel_err": None,
             "spec": None,
+            "sharded": False,
             "error": None,
         }
         try:
@@ -126,7 +128,8 @@ def run_method(m, cnn, x, t, auto, explicit):
             scale = max(float(np.max(np.abs(reference))), float(np.finfo(np.float32).tiny))
             row["rel_err"] = float(np.max(np.abs(np.asarray(out) - reference))) / scale
             sharded = spec is not None and len(spec) > 0 and spec[0] in ("b", ("b",))
-            row["ok"] = bool(row["rel_err"] <= RTOL and sharded and out.shape == reference.shape)
+            row["sharded"] = bool(sharded and out.shape == reference.shape)
+            row["ok"] = bool(row["rel_err"] <= RTOL and row["sharded"])
         except Exception as e:  # reported, not raised: one failure must not hide the others
             tb = traceback.extract_tb(e.__traceback__)
             here = [f for f in tb if "jaxsal" in f.filename]

@@ -128,20 +128,18 @@ def test_no_retrace_for_new_values(method, cnn):
 
 @pytest.mark.parametrize("method", METHODS, ids=IDS)
 def test_composes_with_smoothgrad(method, cnn):
+    """SmoothGrad of the method: its shape, finite, changed by the noise, reproducible.
+
+    (Zero noise giving back the map is SmoothGrad's own property, tests/test_smoothing.py;
+    per method it is the vmap test's, since SmoothGrad vmaps the method over its samples.)"""
     attr, run, _ = compiled(method, cnn)
-
-    def smoothed(noise_level):  # compiled: jit == eager is the first test's
-        return jax.jit(lambda x: jaxsal.smoothgrad(attr, n=2, noise_level=noise_level)(x, TARGET, key=KEY))
-
-    sg0 = smoothed(0.0)(cnn.x)
-    if not method.stochastic:
-        # Zero noise: the average of identical maps is the map itself.
-        np.testing.assert_allclose(sg0, run(cnn.x, TARGET, KEY), **tol(sg0.dtype))
-    sg = smoothed(0.2)(cnn.x)
+    smoothed = jax.jit(lambda x, k: jaxsal.smoothgrad(attr, n=2, noise_level=0.2)(x, TARGET, key=k))
+    sg = smoothed(cnn.x, KEY)
     assert sg.shape == expected_shape(method, cnn)
     assert bool(jnp.all(jnp.isfinite(sg)))
+    np.testing.assert_array_equal(sg, smoothed(cnn.x, KEY))
     if method.name not in INPUT_INDEPENDENT:
-        assert not np.allclose(sg, sg0), "noise must change the smoothed map"
+        assert not np.allclose(sg, run(cnn.x, TARGET, KEY)), "noise must change the smoothed map"
 
 
 @pytest.mark.parametrize("method", METHODS, ids=IDS)

@@ -16,6 +16,7 @@ the heavy one (``--heavy``) covers the whole registry.
 
 from __future__ import annotations
 
+import functools
 import json
 import os
 import subprocess
@@ -35,7 +36,7 @@ HERE = os.path.dirname(os.path.abspath(__file__))
 WORKER = os.path.join(HERE, "_sharding_worker.py")
 # One method per mechanism: the plain gradient, a path, a stochastic wrapper, a layer
 # method, a ReLU rule (the interpreter inside shard_map), a probe (Grad-CAM), a host-keyed
-# sampler. The whole registry runs under --heavy.
+# sampler, an attention method (gradient rollout on a tiny ViT). The whole registry runs under --heavy.
 QUICK = [
     "vanilla_grad",
     "integrated_gradients",
@@ -44,6 +45,7 @@ QUICK = [
     "guided_backprop",
     "grad_cam",
     "rise",
+    "gradient_rollout",  # the attention family: a replayed softmax, a vjp through captured maps
 ]
 SETTINGS = ["auto", "explicit", "shard_map"]
 
@@ -65,14 +67,21 @@ def run_worker(names: list[str]) -> dict[tuple[str, str], dict]:
     return {(r["method"], r["setting"]): r for r in rows if "setting" in r}
 
 
-@pytest.fixture(scope="module")
+@functools.cache
+def _cells(names: tuple[str, ...]) -> dict:
+    """One worker run per process: pytest may set a module fixture up twice when it
+    reorders parametrized tests, and each run costs half a minute of compiles."""
+    return run_worker(list(names))
+
+
+@pytest.fixture
 def quick():
-    return run_worker(QUICK)
+    return _cells(tuple(QUICK))
 
 
-@pytest.fixture(scope="module")
+@pytest.fixture
 def full():
-    return run_worker([])
+    return _cells(())
 
 
 def check_cell(cells, method, setting):
@@ -80,7 +89,7 @@ def check_cell(cells, method, setting):
     assert row["error"] is None, row["error"]
     rtol = RTOL_FOR.get(method, 1e-6)
     assert row["rel_err"] <= rtol, f"{method} under {setting}: relative error {row['rel_err']:.3g}"
-    assert row["ok"], f"{method} under {setting}: output sharding {row['spec']}, not along the batch"
+    assert row["sharded"], f"{method} under {setting}: output sharding {row['spec']}, not along the batch"
 
 
 @pytest.mark.parametrize("setting", SETTINGS)

@@ -446,7 +446,7 @@ def gradient_rollout(f: Callable, *, tokens: Tokens | None = None, query: int = 
     def attr(x, target=None, *, key=None):
         x = contract.check_input(x)
         units = _attention_units(f, x)
-        zeros = [jnp.zeros(u.output.aval.shape, u.output.aval.dtype) for u in units]
+        zeros = contract.varying_like([jnp.zeros(u.output.aval.shape, u.output.aval.dtype) for u in units], x)
         scores, pullback, maps = jax.vjp(lambda d: _read(f, x, units, d), zeros, has_aux=True)
         contract.check_scores(scores, x.shape[0])
         (grads,) = pullback(contract.target_cotangent(scores, target))

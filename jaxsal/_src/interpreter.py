@@ -245,10 +245,33 @@ def bind(eqn, invals: Sequence, params: dict | None = None) -> list:
             subfuns, params = list(got[0]), got[1]
         else:
             params = got
+    if len(invals) > 1 and not subfuns and not sub_jaxprs(params):
+        invals = _same_varying_axes(invals)
     ctx = getattr(getattr(eqn, "ctx", None), "manager", None) or contextlib.nullcontext()
     with ctx:
         out = eqn.primitive.bind(*subfuns, *invals, **params)
     return list(out) if eqn.primitive.multiple_results else [out]
+
+
+def _same_varying_axes(invals: Sequence) -> list:
+    """Operands of one elementwise-style primitive made to vary over the same manual axes.
+
+    Inside ``shard_map(check_vma=True)`` JAX inserts ``pvary`` where a constant meets a
+    sharded value when it traces user code. An equation replayed with other operands
+    (a rule's inputs, a literal of a matched unit whose ``pvary`` was looked through)
+    must get the same treatment, or the primitive refuses operands whose varying axes
+    differ. Outside ``shard_map`` nothing varies and ``invals`` is returned as it is.
+    """
+    from jaxsal._src.contract import _varying_axes
+
+    axes = [_varying_axes(v) for v in invals]
+    want = set().union(*axes)
+    if not want:
+        return list(invals)
+    return [
+        v if a == want else jax.lax.pcast(v, tuple(sorted(want - a)), to="varying")
+        for v, a in zip(invals, axes, strict=True)
+    ]
 
 
 def scope(eqn) -> str:
