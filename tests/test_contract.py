@@ -18,10 +18,10 @@ from conftest import build, model_of, tol
 
 import jaxsal
 
-# One xdist group per method: its tests run on one worker, so they share its compiled
-# function (``compiled`` below) instead of each compiling it again.
-METHODS = [pytest.param(m, marks=pytest.mark.xdist_group(m.name)) for m in jaxsal.methods().values()]
-IDS = list(jaxsal.methods())
+# This file runs on one xdist worker (pyproject: --dist loadfile), so a method's tests share
+# its compiled function (``compiled`` below) instead of each compiling it again.
+METHODS = list(jaxsal.methods().values())
+IDS = [m.name for m in METHODS]
 KEY = jax.random.key(42)
 TARGET = jnp.array([0, 3, 1])
 # DeconvNet's backward pass never looks at the forward activations, so on a CNN

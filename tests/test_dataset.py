@@ -29,9 +29,6 @@ import jaxsal
 from jaxsal._src import dataset as _dataset
 from jaxsal._src import store as _store
 
-# its tests run on one xdist worker, so the module fixture is built once (pyproject: --dist loadgroup)
-pytestmark = pytest.mark.xdist_group("dataset")
-
 ROOT = Path(__file__).resolve().parents[1]
 WORKER = Path(__file__).with_name("_dataset_worker.py")
 _spec = importlib.util.spec_from_file_location("_dataset_worker", WORKER)

@@ -26,7 +26,6 @@ pytestmark = [
         or importlib.util.find_spec("mkdocstrings_handlers") is None,
         reason="needs the `docs` extra: pip install -e '.[docs]'",
     ),
-    pytest.mark.xdist_group("docs"),  # one worker builds the site once (pyproject: --dist loadgroup)
 ]
 
 # Pages that must exist in the built site.

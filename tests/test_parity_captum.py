@@ -27,8 +27,7 @@ from benchmarks.weights import conv_to_flax, conv_to_torch, dense_to_flax, dense
 pytestmark = [
     pytest.mark.bench,
     pytest.mark.filterwarnings("ignore:Setting backward hooks"),
-    pytest.mark.xdist_group("captum"),
-]  # module fixtures built once
+]
 
 STEPS = 8  # parity does not depend on the number of IG steps; keep compile and run short
 

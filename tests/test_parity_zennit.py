@@ -33,8 +33,7 @@ from benchmarks import propagation_models as pm  # noqa: E402
 pytestmark = [
     pytest.mark.bench,
     pytest.mark.filterwarnings("ignore::UserWarning:zennit"),
-    pytest.mark.xdist_group("zennit"),
-]  # module fixtures built once
+]
 
 TOL64 = 1e-6
 

@@ -29,9 +29,6 @@ import pytest
 import jaxsal
 from jaxsal._src.contract import per_example
 
-# its tests run on one xdist worker, so the module fixture is built once (pyproject: --dist loadgroup)
-pytestmark = pytest.mark.xdist_group("sharding")
-
 HERE = os.path.dirname(os.path.abspath(__file__))
 WORKER = os.path.join(HERE, "_sharding_worker.py")
 # One method per mechanism: the plain gradient, a path, a stochastic wrapper, a layer
@@ -69,8 +66,7 @@ def run_worker(names: list[str]) -> dict[tuple[str, str], dict]:
 
 @functools.cache
 def _cells(names: tuple[str, ...]) -> dict:
-    """One worker run per process: pytest may set a module fixture up twice when it
-    reorders parametrized tests, and each run costs half a minute of compiles."""
+    """One worker run per pytest process (half a minute of compiles), whichever tests need it."""
     return run_worker(list(names))
 
 
