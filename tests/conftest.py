@@ -147,6 +147,17 @@ FAST = {
 }
 
 
+@pytest.fixture
+def captured_runs(monkeypatch):
+    """The DemoResult of every ``jaxsal.cli.demo.run`` call made through the CLI."""
+    from jaxsal.cli import demo
+
+    results = []
+    run = demo.run
+    monkeypatch.setattr(demo, "run", lambda *a, **k: results.append(run(*a, **k)) or results[-1])
+    return results
+
+
 @functools.cache
 def _tiny_vit():
     """A two-block ViT on the 8×8 test inputs (2-px patches: a 4×4 token grid, 5 classes)."""

@@ -46,15 +46,6 @@ def photo_files(tmp_path_factory):
     return [str(coffee), str(chelsea)]
 
 
-@pytest.fixture
-def captured_runs(monkeypatch):
-    """The DemoResult of every demo.run call made through the CLI."""
-    results = []
-    run = demo.run
-    monkeypatch.setattr(demo, "run", lambda *a, **k: results.append(run(*a, **k)) or results[-1])
-    return results
-
-
 SMALL = ["--smoothgrad-n", "2", "--ig-steps", "2", "--dpi", str(DPI), "--seed", "3"]
 
 

@@ -46,15 +46,6 @@ def _pool(seed: int):
     return datasets.synthetic_shapes(key, _models.SHAPES_POOL, size=32)
 
 
-@pytest.fixture
-def captured_runs(monkeypatch):
-    """The DemoResult of every demo.run call made through the CLI."""
-    results = []
-    run = demo.run
-    monkeypatch.setattr(demo, "run", lambda *a, **k: results.append(run(*a, **k)) or results[-1])
-    return results
-
-
 # ----------------------------------------------------------------------------- defaults
 
 

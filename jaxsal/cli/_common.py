@@ -258,9 +258,7 @@ def model_for(method, module, variables, layer: str | None, tokens: Any = None) 
             raise ValueError(f"method {method.name!r} needs a layer to probe, but the model names none.")
         import jaxsal.flax
 
-        if tokens is not None:
-            return jaxsal.flax.probe(module, variables, layer, tokens=tokens)
-        return jaxsal.flax.probe(module, variables, layer)
+        return jaxsal.flax.probe(module, variables, layer, tokens=tokens)
     if method.family == "propagation" and getattr(module, "plain_convs", None) is False:
         # The bundled EfficientNet writes depthwise convolutions as shifted slices for speed;
         # propagation rules must see them as convolutions (the same variables).
